@@ -1,0 +1,35 @@
+"""The database secret from AWS Secrets Manager, as RDS writes it (username, password, host, port, dbname).
+
+>>> params = read_secret("prod/app/db")
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+
+from premigrate.adapters.connection import ConnectionParams, params_from_secret
+from premigrate.engine import ConfigurationError
+
+
+def read_secret(
+    secret_id: str,
+    *,
+    sslmode: str = "verify-full",
+    sslrootcert: str | None = None,
+    force_fetch: bool = False,
+    max_age: int = 300,
+) -> ConnectionParams:
+    """Connection settings from the secret; cached for ``max_age`` seconds unless ``force_fetch``."""
+    try:
+        secret = parameters.get_secret(secret_id, transform="json", max_age=max_age, force_fetch=force_fetch)
+    except TransformParameterError:
+        raise ConfigurationError(
+            f"secret {secret_id} is not JSON; it must hold username, password, host, port and dbname"
+        ) from None
+    except GetParameterError as error:
+        raise ConfigurationError(
+            f"could not read secret {secret_id}: {error}. Check the secret's name or ARN, the region "
+            "(AWS_REGION) and that this role may call secretsmanager:GetSecretValue on it"
+        ) from None
+    return params_from_secret(secret, sslmode=sslmode, sslrootcert=sslrootcert)

@@ -1,0 +1,36 @@
+"""What the engine needs from a database connection, and how it reads the driver's errors.
+
+The engine talks to PostgreSQL through anything with pg8000.native's ``run``: a real connection in
+production and tests alike (tests use real servers, never a fake).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pg8000.exceptions import DatabaseError, InterfaceError
+
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+IN_FAILED_TRANSACTION = "25P02"
+
+
+class Database(Protocol):
+    def run(self, sql: str, **params: Any) -> list[list[Any]] | None:
+        """Run SQL: with no parameters a whole script (simple query protocol), with them one statement."""
+
+
+# What a broken connection raises: the server went away, the socket timed out or was closed
+# (pg8000 raises InterfaceError or lets the socket's OSError through, TimeoutError included).
+CONNECTION_LOST = (InterfaceError, OSError)
+
+
+def server_error(error: BaseException) -> dict[str, str]:
+    """The fields of a server error (C = SQLSTATE, M = message, P = position, D, H, W); empty if not one."""
+    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
+        return {str(key): str(value) for key, value in error.args[0].items()}
+    return {}
+
+
+def sqlstate(error: BaseException) -> str | None:
+    return server_error(error).get("C")

@@ -1,0 +1,132 @@
+"""The history table: which migrations a database has, read and written through the connection.
+
+Its columns follow Flyway's ``flyway_schema_history`` so the table reads familiarly; a partial unique
+index on ``version`` makes a second application of one version impossible even if every other guard
+failed.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from premigrate.engine.database import Database
+
+VERSIONED = "SQL"
+REPEATABLE = "SQL_REPEATABLE"
+BASELINE = "BASELINE"
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    installed_rank: int
+    version: str | None
+    description: str
+    type: str
+    script: str
+    checksum: str | None
+    installed_on: datetime.datetime
+    success: bool
+    execution_mode: str | None
+
+
+@dataclass(frozen=True)
+class HistoryTable:
+    schema: str
+    table: str
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{quote_identifier(self.schema)}.{quote_identifier(self.table)}"
+
+    def exists(self, db: Database) -> bool:
+        rows = db.run("SELECT to_regclass(:name) IS NOT NULL", name=self.qualified_name)
+        return bool(rows and rows[0][0])
+
+    def other_relations(self, db: Database) -> list[str]:
+        """Tables, views and sequences of the schema that no extension owns: signs of an existing database."""
+        rows = db.run(
+            """
+            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                              WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+            ORDER BY c.relname LIMIT 6
+            """,
+            schema=self.schema,
+        )
+        return [row[0] for row in rows or []]
+
+    def create(self, db: Database) -> None:
+        db.run(
+            f"""
+            CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)};
+            CREATE TABLE IF NOT EXISTS {self.qualified_name} (
+                installed_rank integer PRIMARY KEY,
+                version text,
+                description text NOT NULL,
+                type text NOT NULL,
+                script text NOT NULL,
+                checksum text,
+                installed_by text NOT NULL DEFAULT current_user,
+                installed_on timestamptz NOT NULL DEFAULT now(),
+                execution_ms integer NOT NULL,
+                success boolean NOT NULL,
+                execution_mode text
+            );
+            CREATE UNIQUE INDEX IF NOT EXISTS {quote_identifier(self.table + "_version_key")}
+                ON {self.qualified_name} (version) WHERE version IS NOT NULL;
+            """
+        )
+
+    def read(self, db: Database) -> list[HistoryRow]:
+        rows = db.run(
+            "SELECT installed_rank, version, description, type, script, checksum, installed_on, success,"
+            f" execution_mode FROM {self.qualified_name} ORDER BY installed_rank"
+        )
+        return [HistoryRow(*row) for row in rows or []]
+
+    def insert(
+        self,
+        db: Database,
+        *,
+        version: str | None,
+        description: str,
+        type: str,
+        script: str,
+        checksum: str | None,
+        execution_ms: int,
+        success: bool,
+        execution_mode: str | None,
+    ) -> None:
+        db.run(
+            f"""
+            INSERT INTO {self.qualified_name} (installed_rank, version, description, type, script, checksum,
+                                               execution_ms, success, execution_mode)
+            SELECT coalesce(max(installed_rank), 0) + 1, :version, :description, :type, :script, :checksum,
+                   :execution_ms, :success, :execution_mode
+            FROM {self.qualified_name}
+            """,
+            version=version,
+            description=description,
+            type=type,
+            script=script,
+            checksum=checksum,
+            execution_ms=execution_ms,
+            success=success,
+            execution_mode=execution_mode,
+        )
+
+    def delete_failed(self, db: Database) -> None:
+        db.run(f"DELETE FROM {self.qualified_name} WHERE NOT success")
+
+    def update_checksum(self, db: Database, installed_rank: int, checksum: str) -> None:
+        db.run(
+            f"UPDATE {self.qualified_name} SET checksum = :checksum WHERE installed_rank = :rank",
+            checksum=checksum,
+            rank=installed_rank,
+        )

@@ -1,0 +1,93 @@
+"""The migration lock: a session-level advisory lock per database and history table.
+
+It is taken by polling ``pg_try_advisory_lock`` with no transaction open, so a waiter can never block
+(or deadlock with) the holder's CREATE INDEX CONCURRENTLY, which waits for older transactions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import dataclass
+
+from premigrate.engine.database import Database
+from premigrate.engine.errors import ConfigurationError, LockNotAcquiredError
+
+# First half of the two-part advisory lock key, so our locks are recognisable in pg_locks ("PREM").
+_NAMESPACE = 0x5052454D
+_FIRST_POLL_SECONDS = 0.05
+_LONGEST_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class MigrationLock:
+    qualified_table: str
+
+    @property
+    def key(self) -> int:
+        digest = hashlib.sha256(self.qualified_table.encode()).digest()
+        return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+    def acquire(self, db: Database, wait_seconds: float) -> float:
+        """Poll until the lock is ours; returns the seconds waited. Raises LockNotAcquiredError in time."""
+        started = time.monotonic()
+        pause = _FIRST_POLL_SECONDS
+        while not self._try(db):
+            waited = time.monotonic() - started
+            if waited >= wait_seconds:
+                raise LockNotAcquiredError(
+                    f"another migration run held the lock for {self.qualified_table} for the whole lock wait "
+                    f"limit ({wait_seconds:g} s): {self._describe_holder(db)}. Let it finish and run again, "
+                    "or raise --lock-wait; if that session is stuck, end it with pg_terminate_backend(pid)"
+                )
+            time.sleep(min(pause * random.uniform(0.5, 1.0), max(wait_seconds - waited, 0.0)))
+            pause = min(pause * 2, _LONGEST_POLL_SECONDS)
+        self._confirm_held(db)
+        return time.monotonic() - started
+
+    def release(self, db: Database) -> None:
+        db.run("SELECT pg_advisory_unlock(:namespace, :key)", namespace=_NAMESPACE, key=self.key)
+
+    def _try(self, db: Database) -> bool:
+        rows = db.run("SELECT pg_try_advisory_lock(:namespace, :key)", namespace=_NAMESPACE, key=self.key)
+        return bool(rows and rows[0][0])
+
+    def _confirm_held(self, db: Database) -> None:
+        # Behind a transaction-mode pooler the lock and our later statements can land on different
+        # server sessions, which silently voids it: check that this very backend holds it.
+        rows = db.run(
+            """
+            SELECT count(*) FROM pg_locks
+            WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+              AND classid = :namespace AND objid = :key AND objsubid = 2
+            """,
+            namespace=_NAMESPACE,
+            key=self.key,
+        )
+        if not rows or rows[0][0] != 1:
+            self.release(db)
+            raise ConfigurationError(
+                "the migration lock was taken but this session does not hold it, which happens behind a "
+                "transaction-mode connection pooler such as PgBouncer or RDS Proxy in transaction pinning mode. "
+                "Connect to the database's direct endpoint instead"
+            )
+
+    def _describe_holder(self, db: Database) -> str:
+        rows = db.run(
+            """
+            SELECT a.pid, a.application_name, a.usename, a.client_addr::text, a.backend_start, a.state
+            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.granted
+              AND l.classid = :namespace AND l.objid = :key AND l.objsubid = 2
+            """,
+            namespace=_NAMESPACE,
+            key=self.key,
+        )
+        if not rows:
+            return "it has just been released"
+        pid, application, user, client, since, state = rows[0]
+        return (
+            f"pid {pid}, application_name {application or '(none)'!r}, user {user}, "
+            f"client {client or 'local socket'}, connected since {since:%Y-%m-%d %H:%M:%S %Z}, state {state}"
+        )

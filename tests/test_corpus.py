@@ -1,0 +1,100 @@
+"""A real-world migration folder nobody here wrote (Lemmy, 247 files): premigrate must split every file
+exactly where psql does and end with the very schema psql makes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPORA, Server
+from premigrate.adapters.connection import params_from_url
+from premigrate.adapters.folder import load_folder
+from premigrate.cli import main
+
+LEMMY = CORPORA / "lemmy"
+EXTENSIONS = ("ltree", "pg_trgm", "pgcrypto")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def lemmy(server: Server) -> Path:
+    if not LEMMY.is_dir():
+        pytest.skip(f"the shared corpus is not beside this clone ({LEMMY}); it is only in the team's workspace")
+    missing = [name for name in EXTENSIONS if not server.has_extension(name)]
+    if missing:
+        pytest.skip(f"the {server.name} server lacks the extensions Lemmy needs: {', '.join(missing)}")
+    return LEMMY
+
+
+def connection_args(database_url: str) -> list[str]:
+    params = params_from_url(database_url)
+    return [
+        "-h",
+        params.socket_dir or params.host or "",
+        "-p",
+        str(params.port),
+        "-U",
+        params.user,
+        "-d",
+        params.database,
+    ]
+
+
+def psql(server: Server, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [server.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *connection_args(database_url), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+
+
+def schema_dump(server: Server, database_url: str) -> str:
+    dump = subprocess.run(
+        [
+            server.tool("pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "-T",
+            "public.premigrate_schema_history",
+            *connection_args(database_url),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    # pg_dump 15.14+ fences its output with \restrict / \unrestrict and a random key per run.
+    return re.sub(r"^\\(un)?restrict .*$", "", dump.stdout, flags=re.M)
+
+
+def _normalise(statement: str) -> str:
+    return statement.strip().rstrip(";").rstrip()
+
+
+def test_lemmy_splits_like_psql_and_applies_to_the_same_schema(server, lemmy, database_url, tmp_path, capsys):
+    reference = params_from_url(database_url).database + "_psql"
+    reference_url = server.url_for(reference)
+    server.admin(f'CREATE DATABASE "{reference}"')
+    try:
+        migration_set = load_folder(lemmy)
+        files = [str(lemmy / m.script) for m in migration_set.versioned]
+        assert len(files) == 247
+        log = tmp_path / "psql.log"
+        arguments = [argument for file in files for argument in ("-f", file)]
+        psql(server, reference_url, "-o", "/dev/null", "-L", str(log), *arguments)
+        sent_by_psql = re.findall(r"\*{9} QUERY \*{10}\n(.*?)\n\*{26}\n", log.read_text(), re.DOTALL)
+        ours = [s.text for m in migration_set.versioned for s in m.statements]
+        assert len(ours) == len(sent_by_psql)
+        assert [_normalise(s) for s in ours] == [_normalise(s) for s in sent_by_psql]
+
+        assert main(["up", "--database-url", database_url, "--migrations", str(lemmy), "--json"]) == 0
+        assert '"schema_version_after": "247"' in capsys.readouterr().out
+        assert schema_dump(server, database_url) == schema_dump(server, reference_url)
+    finally:
+        server.admin(f'DROP DATABASE IF EXISTS "{reference}" WITH (FORCE)')

@@ -1,0 +1,299 @@
+"""The engine against real PostgreSQL: applying, failing cleanly, validating, adopting, retrying."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from premigrate.adapters.connection import connect, params_from_url
+from premigrate.adapters.folder import load_folder
+from premigrate.engine import (
+    Engine,
+    LockNotAcquiredError,
+    MigrationFailedError,
+    Settings,
+    ValidationError,
+)
+
+USERS = "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL);\n"
+
+
+@pytest.fixture
+def make_engine(database_url: str) -> Iterator:
+    connections = []
+
+    def make(folder: Path, **settings) -> Engine:
+        connection = connect(params_from_url(database_url))
+        connections.append(connection)
+        return Engine(connection, load_folder(folder), Settings(**settings))
+
+    yield make
+    for connection in connections:
+        connection.close()
+
+
+def history(db) -> list[tuple]:
+    return [
+        tuple(r)
+        for r in db.run(
+            "SELECT installed_rank, version, script, type, success, execution_mode FROM premigrate_schema_history "
+            "ORDER BY installed_rank"
+        )
+    ]
+
+
+def table_exists(db, name: str) -> bool:
+    return db.run("SELECT to_regclass(:name) IS NOT NULL", name=name)[0][0]
+
+
+def test_applies_everything_once_then_is_up_to_date(write_migrations, make_engine, db) -> None:
+    folder = write_migrations(
+        {
+            "V1__users.sql": USERS,
+            "V2__sessions.sql": "CREATE TABLE sessions (id int, user_id int REFERENCES users);\n",
+            "V3__index.sql": "CREATE INDEX CONCURRENTLY sessions_user_idx ON sessions (user_id);\n",
+            "V4__empty.sql": "-- superseded, kept so the history stays complete\n",
+            "R__view.sql": "CREATE OR REPLACE VIEW user_emails AS SELECT email FROM users;\n",
+        }
+    )
+    report = make_engine(folder).migrate()
+    assert report.schema_version_before is None
+    assert report.schema_version_after == "4"
+    assert [(r.script, r.mode) for r in report.applied] == [
+        ("V1__users.sql", "transaction"),
+        ("V2__sessions.sql", "transaction"),
+        ("V3__index.sql", "no-transaction"),
+        ("V4__empty.sql", "transaction"),
+        ("R__view.sql", "transaction"),
+    ]
+    assert all(r.duration_ms is not None and r.duration_ms >= 0 for r in report.applied)
+    assert history(db) == [
+        (1, "1", "V1__users.sql", "SQL", True, "transaction"),
+        (2, "2", "V2__sessions.sql", "SQL", True, "transaction"),
+        (3, "3", "V3__index.sql", "SQL", True, "no-transaction"),
+        (4, "4", "V4__empty.sql", "SQL", True, "transaction"),
+        (5, None, "R__view.sql", "SQL_REPEATABLE", True, "transaction"),
+    ]
+    assert db.run("SELECT indisvalid FROM pg_index WHERE indexrelid = 'sessions_user_idx'::regclass") == [[True]]
+
+    again = make_engine(folder).migrate()
+    assert again.applied == [] and again.pending == []
+    assert again.schema_version_before == again.schema_version_after == "4"
+    assert len(history(db)) == 5
+
+
+def test_changed_repeatable_is_applied_again(write_migrations, make_engine, db) -> None:
+    folder = write_migrations({"V1__users.sql": USERS, "R__view.sql": "CREATE VIEW v AS SELECT 1 AS one;"})
+    make_engine(folder).migrate()
+    write_migrations({"R__view.sql": "CREATE OR REPLACE VIEW v AS SELECT 1 AS one, 2 AS two;"})
+    report = make_engine(folder).migrate()
+    assert [r.script for r in report.applied] == ["R__view.sql"]
+    assert db.run("SELECT two FROM v") == [[2]]
+
+
+def test_failing_statement_leaves_no_trace_and_names_file_line_and_column(write_migrations, make_engine, db) -> None:
+    folder = write_migrations(
+        {
+            "V1__users.sql": USERS,
+            "V2__orders.sql": "CREATE TABLE orders (id int);\nINSERT INTO orders VALUES (1);\n"
+            "INSERT INTO orders SELECT id FROM missing_table;\n",
+        }
+    )
+    with pytest.raises(MigrationFailedError) as caught:
+        make_engine(folder).migrate()
+    message = str(caught.value)
+    assert message.startswith('V2__orders.sql:3:35: ERROR 42P01: relation "missing_table" does not exist')
+    assert "rolled back: nothing of it is applied" in message
+    assert (caught.value.script, caught.value.line, caught.value.column) == ("V2__orders.sql", 3, 35)
+    assert caught.value.report is not None
+    assert [r.script for r in caught.value.report.applied] == ["V1__users.sql"]
+    assert not table_exists(db, "orders")
+    assert [r[2] for r in history(db)] == ["V1__users.sql"]
+
+    write_migrations({"V2__orders.sql": "CREATE TABLE orders (id int);\nINSERT INTO orders VALUES (1);\n"})
+    assert [r.script for r in make_engine(folder).migrate().applied] == ["V2__orders.sql"]
+
+
+def test_error_without_a_position_points_at_the_statement(write_migrations, make_engine) -> None:
+    folder = write_migrations({"V1__bad.sql": "SELECT 1;\n\n  SELECT 1 / 0;\n"})
+    with pytest.raises(MigrationFailedError, match=r"^V1__bad.sql:3:3: ERROR 22012: division by zero"):
+        make_engine(folder).migrate()
+
+
+def test_error_inside_a_function_body_reports_its_context(write_migrations, make_engine) -> None:
+    folder = write_migrations(
+        {"V1__fn.sql": "DO $$\nBEGIN\n  RAISE EXCEPTION 'custom failure' USING HINT = 'do the thing';\nEND\n$$;\n"}
+    )
+    with pytest.raises(MigrationFailedError) as caught:
+        make_engine(folder).migrate()
+    message = str(caught.value)
+    assert message.startswith("V1__fn.sql:1:1: ERROR P0001: custom failure")
+    assert "HINT: do the thing" in message
+    assert "CONTEXT: PL/pgSQL function inline_code_block line 3 at RAISE" in message
+
+
+def test_own_transaction_file_runs_as_psql_would(write_migrations, make_engine, db) -> None:
+    folder = write_migrations(
+        {
+            "V1__own.sql": "BEGIN;\nCREATE TABLE a (id int);\nCOMMIT;\nCREATE INDEX CONCURRENTLY a_id ON a (id);\n",
+        }
+    )
+    report = make_engine(folder).migrate()
+    assert [(r.mode, r.mode_reason) for r in report.applied] == [
+        ("own-transaction", "detected: the file has its own BEGIN/COMMIT")
+    ]
+    assert table_exists(db, "a_id")
+    assert history(db)[0][4:] == (True, "own-transaction")
+
+
+def test_failed_no_transaction_migration_blocks_until_repaired(write_migrations, make_engine, db) -> None:
+    folder = write_migrations(
+        {
+            "V1__t.sql": "CREATE TABLE t (a int);\nINSERT INTO t VALUES (1), (1);\n",
+            "V2__unique.sql": "CREATE UNIQUE INDEX CONCURRENTLY t_a_key ON t (a);\n",
+        }
+    )
+    with pytest.raises(MigrationFailedError) as caught:
+        make_engine(folder).migrate()
+    message = str(caught.value)
+    assert message.startswith("V2__unique.sql:1:1: ERROR 23505: could not create unique index")
+    assert "recorded as failed" in message
+    assert "INVALID index public.t_a_key" in message
+    assert "DROP INDEX CONCURRENTLY public.t_a_key" in message
+    assert history(db)[-1][2:5] == ("V2__unique.sql", "SQL", False)
+
+    with pytest.raises(ValidationError, match=r"V2__unique.sql failed on .* run `premigrate repair`"):
+        make_engine(folder).migrate()
+
+    db.run("DELETE FROM t WHERE ctid = (SELECT max(ctid) FROM t)")
+    repair = make_engine(folder).repair()
+    assert repair.notes[0] == "removed the failed record of V2__unique.sql: it will run again"
+    assert "INVALID index public.t_a_key" in repair.notes[1]
+    db.run("DROP INDEX CONCURRENTLY public.t_a_key")
+    assert [r.script for r in make_engine(folder).migrate().applied] == ["V2__unique.sql"]
+    assert db.run("SELECT indisvalid FROM pg_index WHERE indexrelid = 't_a_key'::regclass") == [[True]]
+
+
+def test_validation_problems_stop_the_run_before_anything_is_applied(write_migrations, make_engine, db) -> None:
+    folder = write_migrations({"V1__users.sql": USERS, "V2__a.sql": "CREATE TABLE a ();", "V4__c.sql": "SELECT 1;"})
+    make_engine(folder).migrate()
+    (folder / "V2__a.sql").unlink()
+    write_migrations(
+        {
+            "V1__users.sql": USERS + "-- edited\n",
+            "V3__b.sql": "CREATE TABLE b ();",
+            "V5__d.sql": "CREATE TABLE d ();",
+        }
+    )
+    with pytest.raises(ValidationError) as caught:
+        make_engine(folder).migrate()
+    problems = caught.value.problems
+    assert len(problems) == 3
+    assert problems[0].startswith("V1__users.sql was edited after it was applied")
+    assert problems[1].startswith("V2__a.sql (version 2) is applied but its file is gone")
+    assert problems[2].startswith("V3__b.sql (version 3) is pending but version 4 is already applied")
+    assert not table_exists(db, "d")
+    assert len(history(db)) == 3
+
+    status = make_engine(folder).status()  # status shows the same without refusing
+    assert {s.script: s.state for s in status.states}["V1__users.sql"] == "checksum-drift"
+
+
+def test_repair_records_the_checksum_of_an_edited_file(write_migrations, make_engine) -> None:
+    folder = write_migrations({"V1__users.sql": USERS})
+    make_engine(folder).migrate()
+    write_migrations({"V1__users.sql": "-- a comment that changes nothing\n" + USERS})
+    with pytest.raises(ValidationError):
+        make_engine(folder).validate()
+    assert make_engine(folder).repair().notes == ["recorded the new checksum of V1__users.sql"]
+    assert make_engine(folder).validate().pending == []
+
+
+def test_existing_database_must_be_baselined_first(write_migrations, make_engine, db) -> None:
+    db.run(USERS)  # made by the old "if users does not exist, run everything" recipe
+    folder = write_migrations(
+        {
+            "V1__users.sql": USERS,
+            "V2__index.sql": "CREATE INDEX users_email ON users (email);",
+            "V3__orders.sql": "CREATE TABLE orders ();",
+        }
+    )
+    with pytest.raises(ValidationError, match=r"already has tables \(users\).*premigrate baseline --version V"):
+        make_engine(folder).migrate()
+    assert not table_exists(db, "premigrate_schema_history")
+
+    baseline = make_engine(folder).baseline("2")
+    assert baseline.schema_version_after == "2"
+    report = make_engine(folder).migrate()
+    assert [r.script for r in report.applied] == ["V3__orders.sql"]
+    assert report.schema_version_before == "2" and report.schema_version_after == "3"
+    assert {s.script: s.state for s in report.states}["V1__users.sql"] == "below-baseline"
+    with pytest.raises(ValidationError, match="a baseline is only for a database that has no history yet"):
+        make_engine(folder).baseline("3")
+
+
+def test_lock_timeout_is_retried_until_the_table_is_free(write_migrations, make_engine, database_url, db) -> None:
+    folder = write_migrations({"V1__t.sql": "CREATE TABLE t (a int);"})
+    make_engine(folder).migrate()
+    write_migrations({"V2__alter.sql": "ALTER TABLE t ADD COLUMN b int;"})
+    holder = connect(params_from_url(database_url))
+    holder.run("BEGIN; LOCK TABLE t IN ACCESS SHARE MODE")
+    release = threading.Timer(0.6, lambda: holder.run("COMMIT"))
+    release.start()
+    try:
+        report = make_engine(
+            folder, lock_timeout_seconds=0.2, retry_pause_seconds=0.2, lock_timeout_retries=5
+        ).migrate()
+    finally:
+        release.join(timeout=10)
+        holder.close()
+    assert report.applied[0].attempts > 1
+    assert db.run("SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'b'") == [
+        [1]
+    ]
+
+
+def test_lock_timeout_gives_up_with_a_clear_error(write_migrations, make_engine, database_url, db) -> None:
+    folder = write_migrations({"V1__t.sql": "CREATE TABLE t (a int);"})
+    make_engine(folder).migrate()
+    write_migrations({"V2__alter.sql": "ALTER TABLE t ADD COLUMN b int;"})
+    holder = connect(params_from_url(database_url))
+    holder.run("BEGIN; LOCK TABLE t IN ACCESS SHARE MODE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(MigrationFailedError) as caught:
+            make_engine(folder, lock_timeout_seconds=0.1, retry_pause_seconds=0.05, lock_timeout_retries=2).migrate()
+        elapsed = time.monotonic() - started
+    finally:
+        holder.run("ROLLBACK")
+        holder.close()
+    assert caught.value.sqlstate == "55P03"
+    assert "waited longer than lock_timeout" in str(caught.value)
+    assert elapsed < 5
+    assert len(history(db)) == 1
+
+
+def test_migration_lock_held_too_long_names_the_holder(write_migrations, make_engine, database_url) -> None:
+    folder = write_migrations({"V1__users.sql": USERS})
+    holder = connect(params_from_url(database_url), application_name="deploy-of-colleague")
+    engine = make_engine(folder)
+    holder.run("SELECT pg_advisory_lock(:a, :b)", a=0x5052454D, b=engine.lock.key)
+    try:
+        with pytest.raises(LockNotAcquiredError) as caught:
+            make_engine(folder, lock_wait_seconds=0.3).migrate()
+    finally:
+        holder.close()
+    message = str(caught.value)
+    assert "application_name 'deploy-of-colleague'" in message
+    assert "pid " in message and "connected since" in message
+    assert engine.migrate().applied  # once the holder is gone, the lock is free again
+
+
+def test_history_in_its_own_schema(write_migrations, make_engine, db) -> None:
+    folder = write_migrations({"V1__users.sql": USERS})
+    make_engine(folder, schema="ops").migrate()
+    assert db.run("SELECT count(*) FROM ops.premigrate_schema_history") == [[1]]
