@@ -12,6 +12,7 @@ import pytest
 from premigrate.adapters.connection import connect, params_from_url
 from premigrate.adapters.folder import load_folder
 from premigrate.engine import (
+    ConfigurationError,
     Engine,
     LockNotAcquiredError,
     MigrationFailedError,
@@ -297,3 +298,29 @@ def test_history_in_its_own_schema(write_migrations, make_engine, db) -> None:
     folder = write_migrations({"V1__users.sql": USERS})
     make_engine(folder, schema="ops").migrate()
     assert db.run("SELECT count(*) FROM ops.premigrate_schema_history") == [[1]]
+
+
+class _TransactionPooler:
+    """What a transaction-mode pooler does to a session: each statement may land on another server session.
+    Here the lock statement goes to one real session and everything else to another."""
+
+    def __init__(self, lock_session, other_session) -> None:
+        self.lock_session, self.other_session = lock_session, other_session
+
+    def run(self, sql: str, **params):
+        session = self.lock_session if "pg_try_advisory_lock" in sql else self.other_session
+        return session.run(sql, **params)
+
+
+def test_lock_behind_a_transaction_pooler_is_refused(write_migrations, database_url, db) -> None:
+    folder = write_migrations({"V1__users.sql": USERS})
+    lock_session = connect(params_from_url(database_url))
+    try:
+        engine = Engine(_TransactionPooler(lock_session, db), load_folder(folder))
+        with pytest.raises(ConfigurationError, match="transaction-mode connection pooler.*direct endpoint") as caught:
+            engine.migrate()
+        assert not table_exists(db, "users")
+        (lock_pid,) = lock_session.run("SELECT pg_backend_pid()")[0]
+        assert f"The lock may stay with server process {lock_pid} until the pooler closes" in str(caught.value)
+    finally:
+        lock_session.close()

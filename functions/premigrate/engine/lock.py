@@ -33,7 +33,7 @@ class MigrationLock:
         """Poll until the lock is ours; returns the seconds waited. Raises LockNotAcquiredError in time."""
         started = time.monotonic()
         pause = _FIRST_POLL_SECONDS
-        while not self._try(db):
+        while (backend := self._try(db)) is None:
             waited = time.monotonic() - started
             if waited >= wait_seconds:
                 raise LockNotAcquiredError(
@@ -43,17 +43,20 @@ class MigrationLock:
                 )
             time.sleep(min(pause * random.uniform(0.5, 1.0), max(wait_seconds - waited, 0.0)))
             pause = min(pause * 2, _LONGEST_POLL_SECONDS)
-        self._confirm_held(db)
+        self._confirm_held(db, backend)
         return time.monotonic() - started
 
     def release(self, db: Database) -> None:
         db.run("SELECT pg_advisory_unlock(:namespace, :key)", namespace=_NAMESPACE, key=self.key)
 
-    def _try(self, db: Database) -> bool:
-        rows = db.run("SELECT pg_try_advisory_lock(:namespace, :key)", namespace=_NAMESPACE, key=self.key)
-        return bool(rows and rows[0][0])
+    def _try(self, db: Database) -> int | None:
+        """The server process id that now holds the lock, or None if another session has it."""
+        rows = db.run(
+            "SELECT pg_try_advisory_lock(:namespace, :key), pg_backend_pid()", namespace=_NAMESPACE, key=self.key
+        )
+        return int(rows[0][1]) if rows and rows[0][0] else None
 
-    def _confirm_held(self, db: Database) -> None:
+    def _confirm_held(self, db: Database, backend: int) -> None:
         # Behind a transaction-mode pooler the lock and our later statements can land on different
         # server sessions, which silently voids it: check that this very backend holds it.
         rows = db.run(
@@ -66,11 +69,12 @@ class MigrationLock:
             key=self.key,
         )
         if not rows or rows[0][0] != 1:
-            self.release(db)
+            self.release(db)  # best effort: through a pooler it may reach another server session
             raise ConfigurationError(
                 "the migration lock was taken but this session does not hold it, which happens behind a "
-                "transaction-mode connection pooler such as PgBouncer or RDS Proxy in transaction pinning mode. "
-                "Connect to the database's direct endpoint instead"
+                "transaction-mode connection pooler such as PgBouncer. Connect to the database's direct "
+                f"endpoint instead. The lock may stay with server process {backend} until the pooler closes "
+                "that connection"
             )
 
     def _describe_holder(self, db: Database) -> str:
