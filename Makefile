@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format clean
+.PHONY: run invoke test lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -23,6 +23,12 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed-run
 	$(BIN)/premigrate up
+
+# The Lambda handler in this process on an event file, against the embedded PostgreSQL (no Docker):
+#   make invoke EVENT=events/direct-plan.json
+EVENT ?= events/direct-plan.json
+invoke: $(VENV)/.installed-run
+	$(BIN)/premigrate invoke $(EVENT)
 
 test: lint
 	$(BIN)/python -m pytest

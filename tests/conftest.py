@@ -70,6 +70,18 @@ class Server:
         return bool(rows and rows[0][0])
 
 
+PASSWORD_GROUP = "pw_users"
+"""Members of this role must give their password (scram): how the tests prove secret rotation."""
+
+
+def _require_passwords(server: Server, pgdata: Path) -> None:
+    server.admin(f"CREATE ROLE {PASSWORD_GROUP} NOLOGIN")
+    hba = pgdata / "pg_hba.conf"
+    rules = f"local all +{PASSWORD_GROUP} scram-sha-256\nhost all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256\n"
+    hba.write_text(rules + hba.read_text())
+    server.admin("SELECT pg_reload_conf()")
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -96,6 +108,7 @@ def _embedded_server() -> Iterator[Server]:
         for setting in ("fsync", "synchronous_commit", "full_page_writes"):
             embedded.admin(f"ALTER SYSTEM SET {setting} = off")
         embedded.admin("SELECT pg_reload_conf()")
+        _require_passwords(embedded, home / "pgdata")
         yield embedded
     finally:
         server.cleanup()
@@ -117,7 +130,9 @@ def _debian_server(bin_dir: Path) -> Iterator[Server]:
     options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(home / "log"), "-w", "start")
     try:
-        yield Server("debian", f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable", bin_dir)
+        debian = Server("debian", f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable", bin_dir)
+        _require_passwords(debian, data)
+        yield debian
     finally:
         subprocess.run(
             [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
@@ -189,3 +204,16 @@ def write_migrations(tmp_path: Path):
         return target
 
     return write
+
+
+@pytest.fixture
+def password_user(server, database_url) -> Iterator[str]:
+    if server.name == "url":
+        pytest.skip("needs a server whose pg_hba.conf the tests set up")
+    user = f"pw_{uuid.uuid4().hex[:8]}"
+    server.admin(f"CREATE ROLE {user} LOGIN PASSWORD 'first-password' IN ROLE {PASSWORD_GROUP} SUPERUSER")
+    yield user
+    connection = connect(params_from_url(database_url))  # what the role owns lives in the test's database
+    connection.run(f"DROP OWNED BY {user} CASCADE")
+    connection.close()
+    server.admin(f"DROP ROLE {user}")

@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import re
 import ssl
+from dataclasses import replace
 
 import boto3
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
-from premigrate.adapters.connection import connect, params_from_secret, params_from_url, tls_context
+from premigrate.adapters.connection import (
+    AuthenticationFailedError,
+    connect,
+    params_from_secret,
+    params_from_url,
+    tls_context,
+)
 from premigrate.adapters.secret import read_secret
 from premigrate.engine import ConfigurationError
 
@@ -121,3 +128,11 @@ def test_missing_and_non_json_secrets_say_what_to_check(secrets) -> None:
     with pytest.raises(ConfigurationError, match="secret prod/text is not JSON") as caught:
         read_secret("prod/text")
     assert "not json at all" not in str(caught.value)
+
+
+def test_wrong_password_is_reported_as_such(database_url, password_user) -> None:
+    params = replace(params_from_url(database_url), user=password_user, password="wrong-password")
+    with pytest.raises(AuthenticationFailedError, match="the server refused the credentials") as caught:
+        connect(params)
+    assert "wrong-password" not in str(caught.value)
+    connect(replace(params, password="first-password")).close()

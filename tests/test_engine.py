@@ -317,10 +317,62 @@ def test_lock_behind_a_transaction_pooler_is_refused(write_migrations, database_
     lock_session = connect(params_from_url(database_url))
     try:
         engine = Engine(_TransactionPooler(lock_session, db), load_folder(folder))
-        with pytest.raises(ConfigurationError, match="transaction-mode connection pooler.*direct endpoint") as caught:
+        with pytest.raises(ConfigurationError, match=r"transaction-mode connection pooler.*direct endpoint") as caught:
             engine.migrate()
         assert not table_exists(db, "users")
         (lock_pid,) = lock_session.run("SELECT pg_backend_pid()")[0]
         assert f"The lock may stay with server process {lock_pid} until the pooler closes" in str(caught.value)
     finally:
         lock_session.close()
+
+
+def test_time_budget_stops_between_migrations(write_migrations, database_url, db) -> None:
+    folder = write_migrations({"V1__slow.sql": "SELECT pg_sleep(0.8);", "V2__next.sql": "CREATE TABLE next ();"})
+    deadline = time.monotonic() + 1.5
+    connection = connect(params_from_url(database_url))
+    try:
+        engine = Engine(
+            connection,
+            load_folder(folder),
+            Settings(time_margin_seconds=1.0),
+            time_left=lambda: deadline - time.monotonic(),
+        )
+        report = engine.migrate()
+    finally:
+        connection.close()
+    assert [r.script for r in report.applied] == ["V1__slow.sql"]
+    assert [r.script for r in report.pending] == ["V2__next.sql"]
+    assert report.stopped_for_time
+    assert "stopped before V2__next.sql" in report.notes[-1]
+    assert not table_exists(db, "next")
+
+
+def test_time_budget_cancels_a_statement_that_would_outlive_it(write_migrations, database_url, db) -> None:
+    folder = write_migrations({"V1__too_slow.sql": "CREATE TABLE t ();\nSELECT pg_sleep(30);"})
+    deadline = time.monotonic() + 3.0
+    connection = connect(params_from_url(database_url))
+    try:
+        engine = Engine(
+            connection,
+            load_folder(folder),
+            Settings(time_margin_seconds=1.0),
+            time_left=lambda: deadline - time.monotonic(),
+        )
+        with pytest.raises(MigrationFailedError, match="ERROR 57014: canceling statement due to statement timeout"):
+            engine.migrate()
+    finally:
+        connection.close()
+    assert time.monotonic() < deadline
+    assert not table_exists(db, "t")
+
+
+def test_database_ahead_of_the_files_is_accepted_only_when_asked(write_migrations, make_engine, db) -> None:
+    folder = write_migrations({"V1__users.sql": USERS, "V2__orders.sql": "CREATE TABLE orders ();"})
+    make_engine(folder).migrate()
+    (folder / "V2__orders.sql").unlink()  # the older set, as a stack rollback deploys it
+    with pytest.raises(ValidationError, match=r"V2__orders.sql .* is applied but its file is gone"):
+        make_engine(folder).migrate()
+    report = make_engine(folder, accept_database_ahead=True).migrate()
+    assert report.applied == [] and report.schema_version_after == "2"
+    assert "the database is at version 2, ahead of this migration set (which ends at 1)" in report.notes[0]
+    assert len(history(db)) == 2

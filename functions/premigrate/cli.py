@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "new":
             return _new_migration(Path(args.migrations), args.description)
+        if args.command == "invoke":
+            return _invoke(args)
         return _run_engine_command(args, output)
     except LockNotAcquiredError as error:
         return output.failure(error, EXIT_LOCK)
@@ -75,6 +77,33 @@ def _run_engine_command(args: argparse.Namespace, output: _Output) -> int:
         connection.close()
     output.report(report)
     return EXIT_OK
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    """The Lambda handler in-process; its settings reach it through the environment, as in Lambda."""
+    from premigrate.local_invoke import invoke
+
+    try:
+        event = json.loads(Path(args.event_file).read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"cannot read the event file {args.event_file}: {error}") from None
+    if not args.database_url and not args.secret_id:
+        from premigrate.adapters.embedded import start_embedded
+
+        args.database_url = start_embedded(Path(args.embedded_dir))
+    settings = {
+        "PREMIGRATE_DATABASE_URL": args.database_url or "",
+        "PREMIGRATE_SECRET_ID": args.secret_id or "",
+        "PREMIGRATE_MIGRATIONS": str(Path(args.migrations).resolve()),
+        "PREMIGRATE_SCHEMA": args.schema,
+        "PREMIGRATE_LOCK_WAIT": str(args.lock_wait),
+        "PREMIGRATE_LOCK_TIMEOUT": str(args.lock_timeout),
+        "PREMIGRATE_STATEMENT_TIMEOUT": str(args.statement_timeout),
+    }
+    os.environ.update(settings)
+    result = invoke(event, remaining_seconds=args.remaining_time)
+    print(json.dumps(result, indent=2, default=str))
+    return EXIT_OK if result.get("ok") or result.get("Status") == "SUCCESS" else EXIT_FAILED
 
 
 def _connection_params(args: argparse.Namespace) -> ConnectionParams:
@@ -285,6 +314,17 @@ def _parser() -> argparse.ArgumentParser:
         help="adopt an existing database: record VERSION and all lower versions as applied without running them",
     )
     baseline.add_argument("--version", required=True, metavar="VERSION")
+    invoke = commands.add_parser(
+        "invoke", parents=[common], help="run the Lambda handler in this process on an event file (no Docker)"
+    )
+    invoke.add_argument("event_file", metavar="EVENT_FILE", help="a JSON event, such as events/direct-plan.json")
+    invoke.add_argument(
+        "--remaining-time",
+        type=_duration,
+        default="900s",
+        metavar="DURATION",
+        help="the Lambda time the context reports at the start [default: 900s]",
+    )
     new = commands.add_parser("new", parents=[common], help="create the next V<version>__<description>.sql")
     new.add_argument("description")
     return parser

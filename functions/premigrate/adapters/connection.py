@@ -30,6 +30,14 @@ _TLS_HELP = (
 )
 
 
+class AuthenticationFailedError(ConfigurationError):
+    """The server refused the user name or password (a rotated secret, say)."""
+
+
+class UnreachableError(ConfigurationError):
+    """No connection could be made at the network level: maybe brief (a failover), so worth another try."""
+
+
 @dataclass(frozen=True)
 class ConnectionParams:
     user: str
@@ -100,11 +108,14 @@ def params_from_secret(
         port = int(secret.get("port") or 5432)
     except (TypeError, ValueError):
         raise ConfigurationError("the database secret's port is not a number") from None
+    host = secret["host"]
     return _checked(
         ConnectionParams(
             user=secret["username"],
             password=secret["password"],
-            host=secret["host"],
+            # As in libpq, a host that starts with / is the directory of a unix socket.
+            host=None if host.startswith("/") else host,
+            socket_dir=host if host.startswith("/") else None,
             port=port,
             database=str(secret.get("dbname") or "postgres"),
             sslmode=sslmode,
@@ -137,6 +148,26 @@ def tls_context(params: ConnectionParams) -> ssl.SSLContext | bool | None:
     return context
 
 
+def _server_refusal(error: BaseException) -> dict[str, str] | None:
+    """The server's error behind an InterfaceError: when the server refuses a login and closes the socket,
+    pg8000's own clean-up write fails and hides the refusal behind a "network error"."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if fields := server_error(seen):
+            return fields
+        seen = seen.__context__
+    return None
+
+
+def _refused(params: ConnectionParams, fields: dict[str, str]) -> ConfigurationError:
+    if fields.get("C") in _AUTHENTICATION_FAILED:
+        return AuthenticationFailedError(
+            f"the server refused the credentials for {params.describe()} ({fields.get('M')}); "
+            "check the user name and password"
+        )
+    return ConfigurationError(f"could not connect to {params.describe()}: {fields.get('M', 'refused')}")
+
+
 def connect(
     params: ConnectionParams, *, application_name: str = "premigrate", connect_timeout: float = 10.0
 ) -> pg8000.native.Connection:
@@ -160,24 +191,20 @@ def connect(
             f"could not verify the TLS certificate of {params.describe()}: {error.verify_message}; {_TLS_HELP}"
         ) from None
     except InterfaceError as error:
-        cause = error.__cause__ or error
+        refusal = _server_refusal(error)
+        if refusal is not None:
+            raise _refused(params, refusal) from None
         if "refuses SSL" in str(error):
             raise ConfigurationError(
                 f"{params.describe()} does not offer TLS. Enable TLS on the server, or add sslmode=disable to "
                 "the URL to connect in plaintext (only on a trusted network)"
             ) from None
-        raise ConfigurationError(
-            f"could not connect to {params.describe()}: {cause}. Check the host, port and that the network "
-            "(security groups, VPC routes) lets this machine reach the database"
+        raise UnreachableError(
+            f"could not connect to {params.describe()}: {error.__cause__ or error}. Check the host, port and "
+            "that the network (security groups, VPC routes) lets this machine reach the database"
         ) from None
     except DatabaseError as error:
-        fields = server_error(error)
-        if fields.get("C") in _AUTHENTICATION_FAILED:
-            raise ConfigurationError(
-                f"the server refused the credentials for {params.describe()} ({fields.get('M')}); "
-                "check the user name and password"
-            ) from None
-        raise ConfigurationError(f"could not connect to {params.describe()}: {fields.get('M', error)}") from None
+        raise _refused(params, server_error(error)) from None
     # pg8000 keeps the connect timeout as the socket's read timeout, which would cut a long
     # CREATE INDEX short; the server's statement_timeout bounds statements instead.
     connection._usock.settimeout(None)

@@ -19,10 +19,18 @@ def read_secret(
     sslrootcert: str | None = None,
     force_fetch: bool = False,
     max_age: int = 300,
+    version_stage: str | None = None,
 ) -> ConnectionParams:
-    """Connection settings from the secret; cached for ``max_age`` seconds unless ``force_fetch``."""
+    """Connection settings from the secret; cached for ``max_age`` seconds unless ``force_fetch``.
+
+    ``version_stage="AWSPENDING"`` reads the value a rotation is about to make current; the cache does not
+    tell stages apart, so such a read always fetches.
+    """
+    stage = {"VersionStage": version_stage} if version_stage else {}
     try:
-        secret = parameters.get_secret(secret_id, transform="json", max_age=max_age, force_fetch=force_fetch)
+        secret = parameters.get_secret(
+            secret_id, transform="json", max_age=max_age, force_fetch=force_fetch or bool(version_stage), **stage
+        )
     except TransformParameterError:
         raise ConfigurationError(
             f"secret {secret_id} is not JSON; it must hold username, password, host, port and dbname"

@@ -32,6 +32,7 @@ from premigrate.engine.errors import (
     ValidationError,
 )
 from premigrate.engine.history import BASELINE, REPEATABLE, VERSIONED, HistoryRow, HistoryTable
+from premigrate.engine.ledger import LEDGER_TABLE
 from premigrate.engine.lock import MigrationLock
 from premigrate.engine.migrations import ExecutionMode, Migration, MigrationSet, Version
 from premigrate.engine.plan import Plan, make_plan
@@ -56,6 +57,12 @@ class Settings:
     allow_out_of_order: bool = False
     target: str | None = None
     """Apply versions up to and including this one only."""
+    accept_database_ahead: bool = False
+    """Succeed without changes when the database has newer versions than the files (a stack rollback
+    deploys the older set); otherwise those versions are reported as applied migrations whose file is gone."""
+    time_margin_seconds: float = 30.0
+    """With a time budget: no migration starts within this margin of its end, and a running statement is
+    cancelled (its migration rolled back) half-way through the margin."""
 
 
 ProgressCallback = Callable[[str, MigrationRun], None]
@@ -68,6 +75,8 @@ class Engine:
     migrations: MigrationSet
     settings: Settings = field(default_factory=Settings)
     progress: ProgressCallback | None = None
+    time_left: Callable[[], float] | None = None
+    """Seconds the caller may still run (a Lambda's remaining time); None means no limit."""
 
     def __post_init__(self) -> None:
         self.history = HistoryTable(self.settings.schema, self.settings.table)
@@ -111,7 +120,8 @@ class Engine:
     def _locked(self, action: str, work: Callable[[Report], None]) -> Report:
         started = time.monotonic()
         report = Report(action)
-        report.lock_wait_ms = round(self.lock.acquire(self.db, self.settings.lock_wait_seconds) * 1000, 1)
+        lock_wait = min(self.settings.lock_wait_seconds, self._budget())
+        report.lock_wait_ms = round(self.lock.acquire(self.db, lock_wait) * 1000, 1)
         try:
             work(report)
         except PremigrateError as error:
@@ -134,7 +144,20 @@ class Engine:
         report.schema_version_after = plan.current_version
         report.states = plan.states
         report.pending = [self._run_of(m) for m in plan.pending]
+        if plan.ahead_of_files:
+            report.notes.append(
+                f"the database is at version {plan.current_version}, ahead of this migration set "
+                f"(which ends at {self.migrations.versioned[-1].version if self.migrations.versioned else 'none'}): "
+                "the schema stays ahead; premigrate never undoes a migration"
+            )
         for migration in plan.pending:
+            if self._budget() < 0:
+                report.stopped_for_time = True
+                report.notes.append(
+                    f"stopped before {migration.script}: less than {self.settings.time_margin_seconds:g} s "
+                    "of the time budget left; the next run continues from here"
+                )
+                break
             migration_run = self._apply(migration)
             report.pending.pop(0)
             report.applied.append(migration_run)
@@ -189,7 +212,7 @@ class Engine:
     def _read_history(self, *, create: bool) -> list[HistoryRow]:
         if self.history.exists(self.db):
             return self.history.read(self.db)
-        if others := self.history.other_relations(self.db):
+        if others := self.history.other_relations(self.db, ignoring=(LEDGER_TABLE,)):
             raise ValidationError(
                 [
                     f"schema {self.settings.schema!r} already has tables ({', '.join(others)}) but no "
@@ -204,7 +227,11 @@ class Engine:
 
     def _plan(self, history: list[HistoryRow]) -> Plan:
         return make_plan(
-            history, self.migrations, allow_out_of_order=self.settings.allow_out_of_order, target=self.target
+            history,
+            self.migrations,
+            allow_out_of_order=self.settings.allow_out_of_order,
+            target=self.target,
+            accept_database_ahead=self.settings.accept_database_ahead,
         )
 
     def _checked_plan(self, history: list[HistoryRow]) -> Plan:
@@ -390,11 +417,23 @@ class Engine:
         with contextlib.suppress(*CONNECTION_LOST):
             self.db.run("ROLLBACK")
 
+    def _budget(self) -> float:
+        """Seconds left before the safety margin; infinite without a time budget."""
+        if self.time_left is None:
+            return float("inf")
+        return self.time_left() - self.settings.time_margin_seconds
+
     def _timeouts(self, command: str) -> str:
-        settings = self.settings
+        # Within a time budget the server cancels a statement (rolling its migration back) half-way through
+        # the margin: a migration started just before the margin still gets time, and the caller is never
+        # killed mid-statement.
+        statement_timeout = self.settings.statement_timeout_seconds or float("inf")
+        if self.time_left is not None:
+            statement_timeout = min(statement_timeout, self._budget() + self.settings.time_margin_seconds / 2)
+        statement_ms = 0 if statement_timeout == float("inf") else max(round(statement_timeout * 1000), 100)
         return (
-            f"{command} lock_timeout = '{round(settings.lock_timeout_seconds * 1000)}ms'; "
-            f"{command} statement_timeout = '{round(settings.statement_timeout_seconds * 1000)}ms'"
+            f"{command} lock_timeout = '{round(self.settings.lock_timeout_seconds * 1000)}ms'; "
+            f"{command} statement_timeout = '{statement_ms}ms'"
         )
 
     def _reset_timeouts(self) -> None:

@@ -47,17 +47,20 @@ class HistoryTable:
         rows = db.run("SELECT to_regclass(:name) IS NOT NULL", name=self.qualified_name)
         return bool(rows and rows[0][0])
 
-    def other_relations(self, db: Database) -> list[str]:
-        """Tables, views and sequences of the schema that no extension owns: signs of an existing database."""
+    def other_relations(self, db: Database, ignoring: tuple[str, ...] = ()) -> list[str]:
+        """Tables and views of the schema that no extension owns (``ignoring`` aside): signs of an existing
+        database."""
         rows = db.run(
             """
             SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+              AND c.relname <> ALL(CAST(:ignoring AS text[]))
               AND NOT EXISTS (SELECT 1 FROM pg_depend d
                               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
             ORDER BY c.relname LIMIT 6
             """,
             schema=self.schema,
+            ignoring=list(ignoring),
         )
         return [row[0] for row in rows or []]
 

@@ -20,7 +20,7 @@ class MigrationState:
     script: str
     state: str
     """applied, pending, baseline, below-baseline, failed, missing-file, checksum-drift, out-of-order,
-    outdated (a repeatable whose file changed), beyond-target."""
+    outdated (a repeatable whose file changed), beyond-target, ahead-of-files."""
     installed_on: str | None = None
 
 
@@ -35,6 +35,11 @@ class Plan:
     drifted: list[tuple[HistoryRow, Migration]] = field(default_factory=list)
     """Applied migrations whose file changed since: what ``repair`` re-records."""
 
+    @property
+    def ahead_of_files(self) -> bool:
+        """The database has versions newer than every file (an older migration set, as in a stack rollback)."""
+        return any(state.state == "ahead-of-files" for state in self.states)
+
 
 def make_plan(
     history: Sequence[HistoryRow],
@@ -42,6 +47,7 @@ def make_plan(
     *,
     allow_out_of_order: bool = False,
     target: Version | None = None,
+    accept_database_ahead: bool = False,
 ) -> Plan:
     problems: list[str] = []
     states: list[MigrationState] = []
@@ -61,11 +67,14 @@ def make_plan(
     baseline = max((v for v, row in applied.items() if row.type == BASELINE), default=None)
     highest = max(applied, default=None)
     files = {m.version: m for m in migrations.versioned if m.version is not None}
+    last_file = max(files, default=None)
 
     for version, row in sorted(applied.items()):
         migration = files.get(version)
         if row.type == BASELINE:
             states.append(_state(row, "baseline"))
+        elif migration is None and accept_database_ahead and (last_file is None or version > last_file):
+            states.append(_state(row, "ahead-of-files"))
         elif migration is None:
             problems.append(
                 f"{row.script} (version {row.version}) is applied but its file is gone. Put the file back; "

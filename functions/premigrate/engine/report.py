@@ -33,6 +33,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     lock_wait_ms: float = 0.0
     total_ms: float = 0.0
+    stopped_for_time: bool = False
+    """True when pending migrations were left because the time budget ran out; a next run continues."""
 
     @property
     def up_to_date(self) -> bool:

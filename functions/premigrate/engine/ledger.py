@@ -1,0 +1,95 @@
+"""The run ledger: who ran premigrate, when, for which request, and how it ended.
+
+An operator reads it to see who migrated what; a caller that delivers the same request id again
+(a retried invocation) gets the earlier outcome instead of a second run.
+
+    >>> ledger = RunLedger("public")
+    >>> ledger.earlier_result(db, "job-42") or ledger.start(db, "codepipeline", "job-42")
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from premigrate.engine.database import Database, sqlstate
+from premigrate.engine.history import quote_identifier
+
+LEDGER_TABLE = "premigrate_run_ledger"
+_CREATED_CONCURRENTLY = {"23505", "42P07"}
+
+
+@dataclass(frozen=True)
+class RunLedger:
+    schema: str
+    table: str = LEDGER_TABLE
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{quote_identifier(self.schema)}.{quote_identifier(self.table)}"
+
+    def ensure(self, db: Database) -> None:
+        try:
+            db.run(
+                f"""
+                CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)};
+                CREATE TABLE IF NOT EXISTS {self.qualified_name} (
+                    request_id text PRIMARY KEY,
+                    caller text NOT NULL,
+                    action text NOT NULL,
+                    started_at timestamptz NOT NULL DEFAULT now(),
+                    finished_at timestamptz,
+                    outcome text NOT NULL DEFAULT 'running',
+                    applied_versions text[] NOT NULL DEFAULT '{{}}',
+                    error text,
+                    result jsonb
+                )
+                """
+            )
+        except Exception as error:
+            # Two first runs at once: one of them created it a moment earlier.
+            if sqlstate(error) not in _CREATED_CONCURRENTLY:
+                raise
+
+    def earlier_result(self, db: Database, request_id: str) -> dict[str, Any] | None:
+        rows = db.run(
+            f"SELECT result FROM {self.qualified_name} WHERE request_id = :id AND finished_at IS NOT NULL",
+            id=request_id,
+        )
+        return rows[0][0] if rows else None
+
+    def start(self, db: Database, caller: str, action: str, request_id: str) -> None:
+        db.run(
+            f"""
+            INSERT INTO {self.qualified_name} (request_id, caller, action) VALUES (:id, :caller, :action)
+            ON CONFLICT (request_id) DO UPDATE SET started_at = now(), finished_at = NULL, outcome = 'running'
+            """,
+            id=request_id,
+            caller=caller,
+            action=action,
+        )
+
+    def finish(
+        self,
+        db: Database,
+        request_id: str,
+        *,
+        outcome: str,
+        applied_versions: list[str],
+        error: str | None,
+        result: dict[str, Any],
+    ) -> None:
+        db.run(
+            f"""
+            UPDATE {self.qualified_name}
+            SET finished_at = now(), outcome = :outcome, applied_versions = CAST(:applied AS text[]),
+                error = :error, result = CAST(:result AS jsonb)
+            WHERE request_id = :id
+            """,
+            id=request_id,
+            outcome=outcome,
+            applied=applied_versions,
+            error=error,
+            result=json.dumps(result, default=str),
+        )

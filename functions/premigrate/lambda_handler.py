@@ -1,0 +1,45 @@
+"""The Lambda entry point (``premigrate.lambda_handler.lambda_handler`` in template.yaml).
+
+It tells the caller from the event's shape and hands the event to that caller's adapter:
+CloudFormation custom resource (``ResponseURL``), CodePipeline job (``CodePipeline.job``) or a direct
+invoke (``action``). Every caller gets an answer, whatever the event holds.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from premigrate.triggers import cloudformation, codepipeline, direct
+from premigrate.triggers.invocation import logger, metrics
+
+
+def _handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    def time_left() -> float:
+        return context.get_remaining_time_in_millis() / 1000
+
+    if not isinstance(event, dict):
+        logger.error("the event is not a JSON object")
+        return {"ok": False, "error": "the event must be a JSON object", "error_kind": "configuration"}
+    if "ResponseURL" in event or "RequestType" in event:
+        logger.set_correlation_id(str(event.get("RequestId")))
+        return cloudformation.handle(event, time_left)
+    if "CodePipeline.job" in event:
+        job = event["CodePipeline.job"]
+        logger.set_correlation_id(str(job.get("id") if isinstance(job, dict) else None))
+        return codepipeline.handle(event, time_left)
+    logger.set_correlation_id(context.aws_request_id)
+    return direct.handle(event, context.aws_request_id, time_left)
+
+
+if os.environ.get("PREMIGRATE_TRACING", "").lower() in ("1", "true"):
+    # aws_xray_sdk costs about 230 ms of cold start even when idle: only when tracing is switched on.
+    from aws_lambda_powertools import Tracer
+
+    _handler = Tracer(service="premigrate").capture_lambda_handler(_handler)
+
+lambda_handler = metrics.log_metrics(capture_cold_start_metric=True)(
+    logger.inject_lambda_context(log_event=False)(_handler)
+)
