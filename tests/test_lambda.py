@@ -515,3 +515,37 @@ def test_nothing_secret_reaches_logs_or_answers(
     assert "artifact-secret-key" not in everything and "artifact-session-token" not in everything
     assert inbox.url not in everything and "X-Amz-Signature" not in everything
     assert "V2__bad.sql:1:1: ERROR 42601" in json.dumps(pipeline.calls)  # the failure itself is reported
+
+
+# ---- Connection and delivery edges --------------------------------------------------------------
+
+
+def test_unreachable_database_is_retried_a_bounded_number_of_times(monkeypatch, aws, lambda_logs) -> None:
+    from premigrate.adapters.connection import UnreachableError
+    from premigrate.triggers.invocation import LambdaSettings, open_connection
+
+    monkeypatch.setenv("PREMIGRATE_DATABASE_URL", "postgresql://app:pw@127.0.0.1:1/app?sslmode=disable")
+    settings = LambdaSettings.from_env()
+    with pytest.raises(UnreachableError, match="could not connect to app@127.0.0.1:1/app"):
+        open_connection(settings, time_left=lambda: 600.0)
+    assert lambda_logs.getvalue().count("could not connect; trying again") == 2
+
+
+def test_iam_auth_token_replaces_the_password(aws) -> None:
+    from premigrate.adapters.iam_auth import iam_auth_token
+
+    params = params_from_url("postgresql://app@db.example.internal:5432/app")
+    token = iam_auth_token(params)
+    assert token.startswith("db.example.internal:5432/?Action=connect&DBUser=app")
+    assert "X-Amz-Signature=" in token
+
+
+def test_response_sending_gives_up_after_a_few_tries(function_env, lambda_logs) -> None:
+    event = cfn_event("Delete", ResponseInbox(), physical_id="premigrate-0123")
+    event["ResponseURL"] = "http://127.0.0.1:1/nobody-listens"
+    result = invoke(event)
+    assert result["Status"] == "SUCCESS"
+    logs = lambda_logs.getvalue()
+    assert logs.count("sending the response failed") == 4
+    assert "gave up sending the response to CloudFormation" in logs
+    assert "nobody-listens" not in logs
