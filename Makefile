@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run invoke test lint format clean
+.PHONY: run invoke build deploy test lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -30,6 +30,40 @@ EVENT ?= events/direct-plan.json
 invoke: $(VENV)/.installed-run
 	$(BIN)/premigrate invoke $(EVENT)
 
+# The Lambda package for python3.13 on arm64, without Docker and without a local Python 3.13: every
+# dependency is pure Python, so pip can install the target platform's wheels from here.
+BUILD_DIR ?= build
+BUILD := $(BUILD_DIR)/lambda
+CA_BUNDLE ?= build/global-bundle.pem
+RDS_CA_URL := https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+LAMBDA_PLATFORM := --platform manylinux2014_aarch64 --python-version 3.13 --implementation cp --only-binary=:all:
+
+build: $(VENV)/.installed-run $(CA_BUNDLE)
+	rm -rf $(BUILD) $(BUILD_DIR)/premigrate-lambda.zip $(BUILD_DIR)/template.yaml
+	$(BIN)/python -m pip install --quiet --target $(BUILD) $(LAMBDA_PLATFORM) -r functions/requirements.txt
+	cp -R functions/premigrate $(BUILD)/premigrate
+	cp -R migrations $(BUILD)/migrations
+	cp $(CA_BUNDLE) $(BUILD)/premigrate/rds-ca-bundle.pem
+	find $(BUILD) -name __pycache__ -type d -prune -exec rm -rf {} +
+	sed -e 's|CodeUri: build/lambda/|CodeUri: lambda/|' \
+		-e "s|Default: none  # premigrate:fingerprint.*|Default: $$($(BIN)/premigrate fingerprint)|" \
+		template.yaml > $(BUILD_DIR)/template.yaml
+	$(BIN)/python -c "import shutil; shutil.make_archive('$(BUILD_DIR)/premigrate-lambda', 'zip', '$(BUILD)')"
+	@echo "Lambda package: $$(du -sk $(BUILD) | cut -f1) KiB unzipped," \
+		"$$(du -k $(BUILD_DIR)/premigrate-lambda.zip | cut -f1) KiB zipped ($(BUILD_DIR)/premigrate-lambda.zip)"
+
+build/global-bundle.pem:
+	@mkdir -p build
+	@curl -fsSL --max-time 30 -o $@.part $(RDS_CA_URL) && mv $@.part $@ || { rm -f $@.part; \
+		echo "could not download the RDS CA bundle from $(RDS_CA_URL): fetch it yourself and run" \
+		"make build CA_BUNDLE=/path/to/global-bundle.pem"; exit 2; }
+
+# First time: sam deploy --guided asks for the parameters and saves them in samconfig.toml.
+deploy: build
+	@command -v sam >/dev/null || { echo "make deploy needs the AWS SAM CLI: pip install aws-sam-cli"; exit 2; }
+	if [ -f samconfig.toml ]; then sam deploy --template-file build/template.yaml; \
+	else sam deploy --guided --template-file build/template.yaml --capabilities CAPABILITY_IAM; fi
+
 test: lint
 	$(BIN)/python -m pytest
 
@@ -37,6 +71,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check functions tests
 	$(BIN)/ruff format --check functions tests
 	$(BIN)/mypy
+	$(BIN)/cfn-lint template.yaml examples/*.yaml
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format functions tests

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import urllib.request
 import uuid
 import zipfile
@@ -526,7 +527,7 @@ def test_unreachable_database_is_retried_a_bounded_number_of_times(monkeypatch, 
 
     monkeypatch.setenv("PREMIGRATE_DATABASE_URL", "postgresql://app:pw@127.0.0.1:1/app?sslmode=disable")
     settings = LambdaSettings.from_env()
-    with pytest.raises(UnreachableError, match="could not connect to app@127.0.0.1:1/app"):
+    with pytest.raises(UnreachableError, match=re.escape("could not connect to app@127.0.0.1:1/app")):
         open_connection(settings, time_left=lambda: 600.0)
     assert lambda_logs.getvalue().count("could not connect; trying again") == 2
 

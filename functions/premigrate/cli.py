@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _new_migration(Path(args.migrations), args.description)
         if args.command == "invoke":
             return _invoke(args)
+        if args.command == "fingerprint":
+            print(load_folder(Path(args.migrations)).fingerprint)
+            return EXIT_OK
         return _run_engine_command(args, output)
     except LockNotAcquiredError as error:
         return output.failure(error, EXIT_LOCK)
@@ -324,6 +327,9 @@ def _parser() -> argparse.ArgumentParser:
         default="900s",
         metavar="DURATION",
         help="the Lambda time the context reports at the start [default: 900s]",
+    )
+    commands.add_parser(
+        "fingerprint", parents=[common], help="print the migration set's fingerprint (changes with any file)"
     )
     new = commands.add_parser("new", parents=[common], help="create the next V<version>__<description>.sql")
     new.add_argument("description")

@@ -192,11 +192,13 @@ class MigrationSet:
             repeatable=[by_description[d] for d in sorted(by_description)],
         )
 
-    def find(self, script_or_version: str) -> Migration | None:
+    @property
+    def fingerprint(self) -> str:
+        """Changes exactly when a file is added, removed, renamed or edited: what tells a deploy to migrate."""
+        digest = hashlib.sha256()
         for migration in (*self.versioned, *self.repeatable):
-            if script_or_version in (migration.script, str(migration.version)):
-                return migration
-        return None
+            digest.update(f"{migration.script}\0{migration.checksum}\n".encode())
+        return digest.hexdigest()[:16]
 
 
 def _parse(script: str, content: bytes) -> Migration:
