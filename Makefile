@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run invoke build deploy test lint format clean
+.PHONY: run invoke build deploy test reliability lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -66,6 +66,10 @@ deploy: build
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Runs the reliability scenarios and writes RELIABILITY.md from what they measured.
+reliability: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m reliability --reliability-report RELIABILITY.md
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check functions tests

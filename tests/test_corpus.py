@@ -54,25 +54,6 @@ def psql(server: Server, database_url: str, *args: str) -> subprocess.CompletedP
     )
 
 
-def schema_dump(server: Server, database_url: str) -> str:
-    dump = subprocess.run(
-        [
-            server.tool("pg_dump"),
-            "--schema-only",
-            "--no-owner",
-            "-T",
-            "public.premigrate_schema_history",
-            *connection_args(database_url),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    # pg_dump 15.14+ fences its output with \restrict / \unrestrict and a random key per run.
-    return re.sub(r"^\\(un)?restrict .*$", "", dump.stdout, flags=re.M)
-
-
 def _normalise(statement: str) -> str:
     return statement.strip().rstrip(";").rstrip()
 
@@ -95,6 +76,7 @@ def test_lemmy_splits_like_psql_and_applies_to_the_same_schema(server, lemmy, da
 
         assert main(["up", "--database-url", database_url, "--migrations", str(lemmy), "--json"]) == 0
         assert '"schema_version_after": "247"' in capsys.readouterr().out
-        assert schema_dump(server, database_url) == schema_dump(server, reference_url)
+        history = "public.premigrate_schema_history"
+        assert server.schema_dump(database_url, history) == server.schema_dump(reference_url, history)
     finally:
         server.admin(f'DROP DATABASE IF EXISTS "{reference}" WITH (FORCE)')

@@ -376,3 +376,21 @@ def test_database_ahead_of_the_files_is_accepted_only_when_asked(write_migration
     assert report.applied == [] and report.schema_version_after == "2"
     assert "the database is at version 2, ahead of this migration set (which ends at 1)" in report.notes[0]
     assert len(history(db)) == 2
+
+
+def test_invalid_leftover_index_is_not_taken_for_a_success(write_migrations, make_engine, db) -> None:
+    """What an interrupted CREATE INDEX CONCURRENTLY leaves, and IF NOT EXISTS would silently keep."""
+    folder = write_migrations({"V1__t.sql": "CREATE TABLE t (a int);\nINSERT INTO t VALUES (1), (1);\n"})
+    make_engine(folder).migrate()
+    with pytest.raises(Exception, match="could not create unique index"):
+        db.run("CREATE UNIQUE INDEX CONCURRENTLY t_a_key ON t (a)")
+    db.run("DELETE FROM t WHERE ctid = (SELECT max(ctid) FROM t)")
+    write_migrations({"V2__unique.sql": "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_a_key ON t (a);\n"})
+    with pytest.raises(MigrationFailedError) as caught:
+        make_engine(folder).migrate()
+    message = str(caught.value)
+    assert "V2__unique.sql: its statements ran, but the index public.t_a_key it names is INVALID" in message
+    assert "DROP INDEX CONCURRENTLY public.t_a_key" in message
+    db.run("DROP INDEX CONCURRENTLY public.t_a_key")
+    make_engine(folder).repair()
+    assert [r.script for r in make_engine(folder).migrate().applied] == ["V2__unique.sql"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from premigrate import __version__
-from premigrate.adapters.connection import ConnectionParams, connect, params_from_url
+from premigrate.adapters.connection import ConnectionParams, close_quietly, connect, params_from_url
 from premigrate.adapters.folder import load_folder
 from premigrate.engine import (
     ConfigurationError,
@@ -77,7 +77,7 @@ def _run_engine_command(args: argparse.Namespace, output: _Output) -> int:
         }
         report = commands[args.command]()
     finally:
-        connection.close()
+        close_quietly(connection)
     output.report(report)
     return EXIT_OK
 

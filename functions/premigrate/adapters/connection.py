@@ -11,6 +11,7 @@ when ``sslmode=disable`` says so. Unix sockets never use TLS. No password ever a
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,17 +149,6 @@ def tls_context(params: ConnectionParams) -> ssl.SSLContext | bool | None:
     return context
 
 
-def _server_refusal(error: BaseException) -> dict[str, str] | None:
-    """The server's error behind an InterfaceError: when the server refuses a login and closes the socket,
-    pg8000's own clean-up write fails and hides the refusal behind a "network error"."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if fields := server_error(seen):
-            return fields
-        seen = seen.__context__
-    return None
-
-
 def _refused(params: ConnectionParams, fields: dict[str, str]) -> ConfigurationError:
     if fields.get("C") in _AUTHENTICATION_FAILED:
         return AuthenticationFailedError(
@@ -191,8 +181,7 @@ def connect(
             f"could not verify the TLS certificate of {params.describe()}: {error.verify_message}; {_TLS_HELP}"
         ) from None
     except InterfaceError as error:
-        refusal = _server_refusal(error)
-        if refusal is not None:
+        if refusal := server_error(error):
             raise _refused(params, refusal) from None
         if "refuses SSL" in str(error):
             raise ConfigurationError(
@@ -209,3 +198,9 @@ def connect(
     # CREATE INDEX short; the server's statement_timeout bounds statements instead.
     connection._usock.settimeout(None)
     return connection
+
+
+def close_quietly(connection: pg8000.native.Connection) -> None:
+    """Close, ignoring a connection the server already ended: that must not hide the error that ended it."""
+    with contextlib.suppress(InterfaceError, OSError):
+        connection.close()

@@ -26,9 +26,16 @@ CONNECTION_LOST = (InterfaceError, OSError)
 
 
 def server_error(error: BaseException) -> dict[str, str]:
-    """The fields of a server error (C = SQLSTATE, M = message, P = position, D, H, W); empty if not one."""
-    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
-        return {str(key): str(value) for key, value in error.args[0].items()}
+    """The fields of a server error (C = SQLSTATE, M = message, P = position, D, H, W); empty if not one.
+
+    When the server ends a session (a refused login, pg_terminate_backend, a shutdown) it says why and
+    closes the socket; pg8000's own clean-up write then fails, and its "network error" hides the server's
+    reason in ``__context__``, where it is looked for too."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, DatabaseError) and seen.args and isinstance(seen.args[0], dict):
+            return {str(key): str(value) for key, value in seen.args[0].items()}
+        seen = seen.__context__
     return {}
 
 

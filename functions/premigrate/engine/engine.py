@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -327,6 +328,7 @@ class Engine:
                             raise
                         self._pause_before_retry(attempts)
                         attempts += 1
+            self._refuse_invalid_indexes_of(migration)
             self._record(migration, started, success=True)
         except MigrationFailedError as failure:
             self._record_failure(migration, started, failure)
@@ -340,9 +342,12 @@ class Engine:
             self.db.run(statement.text)
         except CONNECTION_LOST as error:
             line, column = line_and_column(migration.text, statement.offset)
+            fields = server_error(error)
+            why = f"{fields['M']} ({fields['C']})" if fields else f"{type(error).__name__}: {error}"
             raise MigrationFailedError(
-                f"{migration.script}:{line}:{column}: the connection to the database was lost "
-                f"({type(error).__name__}: {error}). Check the server, then run again",
+                f"{migration.script}:{line}:{column}: the connection to the database was lost ({why}): the server "
+                "ended the session (terminated, restarted, failed over) or the network dropped. Check the server, "
+                "then run again",
                 script=migration.script,
                 line=line,
                 column=column,
@@ -398,19 +403,38 @@ class Engine:
             notes.append("The connection is gone, so the failure could not be recorded.")
         failure.args = (f"{failure}\n" + "\n".join(notes),)
 
-    def _invalid_index_notes(self) -> list[str]:
+    def _invalid_indexes(self) -> list[tuple[str, str]]:
+        """(schema-qualified name, bare name) of every INVALID index in the database."""
         rows = self.db.run(
             """
-            SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i
+            SELECT format('%I.%I', n.nspname, c.relname), c.relname FROM pg_index i
             JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE NOT i.indisvalid ORDER BY 1
             """
         )
+        return [(str(qualified), str(bare)) for qualified, bare in rows or []]
+
+    def _invalid_index_notes(self) -> list[str]:
         return [
             f"INVALID index {name} (left by a failed CREATE INDEX CONCURRENTLY): drop it with "
             f"DROP INDEX CONCURRENTLY {name}; then run `premigrate repair` and run again"
-            for (name,) in rows or []
+            for name, _ in self._invalid_indexes()
         ]
+
+    def _refuse_invalid_indexes_of(self, migration: Migration) -> None:
+        # An interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index behind, which a rerun's
+        # IF NOT EXISTS then silently accepts: a migration that names an INVALID index has not succeeded.
+        named = [
+            qualified
+            for qualified, bare in self._invalid_indexes()
+            if re.search(rf"(?<![\w$]){re.escape(bare)}(?![\w$])", migration.text, re.IGNORECASE)
+        ]
+        if named:
+            raise MigrationFailedError(
+                f"{migration.script}: its statements ran, but the index {', '.join(named)} it names is INVALID "
+                "(an earlier CREATE INDEX CONCURRENTLY was interrupted, and IF NOT EXISTS kept its leftover)",
+                script=migration.script,
+            )
 
     def _rollback(self) -> None:
         """End whatever transaction is open; a lost connection has ended it already."""

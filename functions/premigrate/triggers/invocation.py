@@ -7,7 +7,6 @@ retries, IAM auth), one engine run recorded in the ledger, metrics. Callers only
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import random
@@ -25,6 +24,7 @@ from premigrate.adapters.connection import (
     AuthenticationFailedError,
     ConnectionParams,
     UnreachableError,
+    close_quietly,
     connect,
     params_from_url,
 )
@@ -176,8 +176,7 @@ def run_engine(invocation: Invocation) -> Outcome:
             False, error=f"unexpected error ({type(error).__name__}); see the function's log", error_kind="internal"
         )
     finally:
-        with contextlib.suppress(Exception):
-            connection.close()
+        close_quietly(connection)
 
 
 def _run_action(engine: Engine, action: str) -> Outcome:

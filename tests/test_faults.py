@@ -1,0 +1,217 @@
+"""Faults in the middle of a run: the process killed, the session terminated, the server restarted,
+a table locked by someone else. Afterwards the database is consistent and the next run completes."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from premigrate.adapters.connection import connect, params_from_url
+from premigrate.adapters.folder import load_folder
+from premigrate.cli import main
+from premigrate.engine import Engine, MigrationFailedError, Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
+KILL_POINTS = 30
+SEED = 20261125
+
+
+def kill_set() -> dict[str, str]:
+    files = {
+        f"V{n:02d}__table_{n}.sql": f"CREATE TABLE t{n} (id int);\nINSERT INTO t{n} SELECT generate_series(1, 5000);\n"
+        f"SELECT pg_sleep(0.02);\n"
+        for n in range(1, 13)
+    }
+    files["V06__table_6.sql"] = "CREATE INDEX CONCURRENTLY IF NOT EXISTS t1_id_idx ON t1 (id);\n"
+    return files
+
+
+@pytest.fixture
+def fresh_database(server) -> Iterator:
+    created = []
+
+    def make() -> str:
+        name = f"k_{uuid.uuid4().hex[:10]}"
+        server.admin(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return server.url_for(name)
+
+    yield make
+    for name in created:
+        server.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def consistency_problems(url: str) -> list[str]:
+    """For every transactional migration: its table exists if and only if its history row does."""
+    connection = connect(params_from_url(url))
+    try:
+        if connection.run("SELECT to_regclass('premigrate_schema_history')") == [[None]]:
+            recorded: dict[str, bool] = {}
+        else:
+            recorded = dict(connection.run("SELECT version, success FROM premigrate_schema_history"))
+        problems = []
+        for n in range(1, 13):
+            version = f"{n:02d}"
+            if n == 6:
+                valid = connection.run("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('t1_id_idx')")
+                if recorded.get(version) and valid != [[True]]:
+                    problems.append("V06 recorded but its index is missing or invalid")
+                continue
+            exists = connection.run(f"SELECT to_regclass('t{n}') IS NOT NULL")[0][0]
+            if exists != (version in recorded):
+                problems.append(f"V{version}: table exists={exists}, history row={version in recorded}")
+        return problems
+    finally:
+        connection.close()
+
+
+def test_kill_at_random_moments_leaves_a_consistent_database(
+    server, fresh_database, write_migrations, capsys, reliability
+) -> None:
+    folder = write_migrations(kill_set())
+    rng = random.Random(SEED)
+    waits, killed_mid_run = [], 0
+    for _ in range(KILL_POINTS):
+        url = fresh_database()
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "premigrate", "up", "--database-url", url, "--migrations", str(folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.2, 1.4))
+        runner.kill()
+        runner.wait(timeout=30)
+        assert consistency_problems(url) == []
+        started = time.monotonic()
+        assert main(["up", "--database-url", url, "--migrations", str(folder), "--json", "--lock-wait", "60s"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        waits.append(report["lock_wait_ms"])
+        killed_mid_run += (
+            bool(report["schema_version_before"]) and report["schema_version_after"] == "12" and bool(report["applied"])
+        )
+        assert report["schema_version_after"] == "12"
+        assert time.monotonic() - started < 30
+        assert consistency_problems(url) == []
+    assert max(waits) < 5000  # the dead session's lock went with it
+    reliability(
+        "SIGKILL of `up` at seeded random moments (seed 20261125), 12 migrations incl. CREATE INDEX CONCURRENTLY",
+        KILL_POINTS,
+        "objects exist iff their history row does, after the kill and after the next run; next run completes",
+        f"{killed_mid_run} kills landed part-way through the set; next run's lock wait median "
+        f"{sorted(waits)[len(waits) // 2]:.0f} ms, max {max(waits):.0f} ms",
+    )
+
+
+def _wait_for_migrating_session(url: str, text: str) -> int:
+    watcher = connect(params_from_url(url))
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = watcher.run(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'premigrate' AND query LIKE :text",
+                text=f"%{text}%",
+            )
+            if rows:
+                return int(rows[0][0])
+            time.sleep(0.05)
+        raise AssertionError("the migration never started")
+    finally:
+        watcher.close()
+
+
+SLOW_SET = {
+    "V1__users.sql": "CREATE TABLE users (id int);\n",
+    "V2__slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(2.5);\n",
+    "V3__after.sql": "CREATE TABLE after (id int);\n",
+}
+
+
+def test_terminated_session_and_restarted_server(server, fresh_database, write_migrations, capsys, reliability):
+    folder = write_migrations(SLOW_SET)
+    outcomes = []
+    for fault in ("pg_terminate_backend", "server restart"):
+        url = fresh_database()
+        command = [sys.executable, "-m", "premigrate", "up", "--database-url", url, "--migrations", str(folder)]
+        runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        pid = _wait_for_migrating_session(url, "pg_sleep")
+        if fault == "server restart":
+            server.restart()
+        else:
+            server.admin(f"SELECT pg_terminate_backend({pid})")
+        _, err = runner.communicate(timeout=60)
+        assert runner.returncode == 1
+        assert err.startswith("error: V2__slow.sql:2:1: ")
+        assert "57P01" in err or "connection to the database was lost" in err
+        assert consistency_of_slow_set(url) == (["V1__users.sql"], False)
+        assert main(["up", "--database-url", url, "--migrations", str(folder)]) == 0
+        capsys.readouterr()
+        assert consistency_of_slow_set(url) == (["V1__users.sql", "V2__slow.sql", "V3__after.sql"], True)
+        outcomes.append(f"{fault}: {err.splitlines()[0].removeprefix('error: ')[:90]}")
+    reliability(
+        "the migrating session terminated; the server restarted mid-migration",
+        2,
+        "exit 1 naming file and line, nothing of the migration applied, the rerun completes",
+        "; ".join(outcomes),
+    )
+
+
+def consistency_of_slow_set(url: str) -> tuple[list[str], bool]:
+    connection = connect(params_from_url(url))
+    try:
+        scripts = [r[0] for r in connection.run("SELECT script FROM premigrate_schema_history ORDER BY 1")]
+        return scripts, connection.run("SELECT to_regclass('slow') IS NOT NULL")[0][0]
+    finally:
+        connection.close()
+
+
+def test_waiting_ddl_does_not_stall_other_queries(database_url, write_migrations, db, reliability) -> None:
+    """A migration queued behind a long reader blocks everyone behind it: lock_timeout bounds that."""
+    folder = write_migrations({"V1__t.sql": "CREATE TABLE t (a int);\nINSERT INTO t VALUES (1);\n"})
+    connection = connect(params_from_url(database_url))
+    Engine(connection, load_folder(folder)).migrate()
+    write_migrations({"V2__alter.sql": "ALTER TABLE t ADD COLUMN b int;"})
+    holder = connect(params_from_url(database_url))
+    holder.run("BEGIN; SELECT * FROM t")  # a long report holds ACCESS SHARE and never finishes
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def app_queries() -> None:
+        reader = connect(params_from_url(database_url))
+        while not stop.is_set() and len(latencies) < 1000:
+            started = time.monotonic()
+            reader.run("SELECT count(*) FROM t")
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.02)
+        reader.close()
+
+    app = threading.Thread(target=app_queries)
+    app.start()
+    lock_timeout = 0.3
+    settings = Settings(lock_timeout_seconds=lock_timeout, lock_timeout_retries=3, retry_pause_seconds=0.3)
+    try:
+        with pytest.raises(MigrationFailedError, match="55P03"):
+            Engine(connection, load_folder(folder), settings).migrate()
+    finally:
+        stop.set()
+        app.join(timeout=30)
+        holder.run("ROLLBACK")
+        holder.close()
+        connection.close()
+    assert db.run("SELECT count(*) FROM premigrate_schema_history") == [[1]]
+    assert len(latencies) > 20
+    assert max(latencies) < lock_timeout + 0.5
+    reliability(
+        "a long transaction holds the table a migration alters",
+        4,
+        "the ALTER retries 3 times with backoff, then fails with 55P03; other sessions' queries keep running",
+        f"{len(latencies)} application queries during the attempts, slowest {max(latencies) * 1000:.0f} ms "
+        f"(lock_timeout {lock_timeout * 1000:.0f} ms)",
+    )
