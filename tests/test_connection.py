@@ -71,14 +71,6 @@ def test_unix_socket_urls_need_no_tls() -> None:
     assert tls_context(params) is False
 
 
-def test_plaintext_server_is_refused_unless_asked_for(database_url, server) -> None:
-    if server.name != "debian":
-        pytest.skip("needs a server on TCP without TLS")
-    with pytest.raises(ConfigurationError, match=r"does not offer TLS.*sslmode=disable"):
-        connect(params_from_url(database_url.replace("sslmode=disable", "sslmode=verify-full")))
-    connect(params_from_url(database_url)).close()
-
-
 def test_rds_secret_becomes_connection_settings() -> None:
     params = params_from_secret(RDS_SECRET)
     assert (params.user, params.host, params.port, params.database, params.sslmode) == (

@@ -151,7 +151,8 @@ def test_own_transaction_file_runs_as_psql_would(write_migrations, make_engine, 
     assert history(db)[0][4:] == (True, "own-transaction")
 
 
-def test_failed_no_transaction_migration_blocks_until_repaired(write_migrations, make_engine, db) -> None:
+@pytest.mark.reliability
+def test_failed_no_transaction_migration_blocks_until_repaired(write_migrations, make_engine, db, reliability) -> None:
     folder = write_migrations(
         {
             "V1__t.sql": "CREATE TABLE t (a int);\nINSERT INTO t VALUES (1), (1);\n",
@@ -177,6 +178,12 @@ def test_failed_no_transaction_migration_blocks_until_repaired(write_migrations,
     db.run("DROP INDEX CONCURRENTLY public.t_a_key")
     assert [r.script for r in make_engine(folder).migrate().applied] == ["V2__unique.sql"]
     assert db.run("SELECT indisvalid FROM pg_index WHERE indexrelid = 't_a_key'::regclass") == [[True]]
+    reliability(
+        "a failed CREATE INDEX CONCURRENTLY leaves an INVALID index",
+        1,
+        "recorded failed, INVALID index named with the DROP to run, blocks until repair, then applies",
+        "as documented",
+    )
 
 
 def test_validation_problems_stop_the_run_before_anything_is_applied(write_migrations, make_engine, db) -> None:
@@ -258,7 +265,8 @@ def test_lock_timeout_is_retried_until_the_table_is_free(write_migrations, make_
     ]
 
 
-def test_lock_timeout_gives_up_with_a_clear_error(write_migrations, make_engine, database_url, db) -> None:
+@pytest.mark.reliability
+def test_lock_timeout_gives_up_with_a_clear_error(write_migrations, make_engine, database_url, db, reliability) -> None:
     folder = write_migrations({"V1__t.sql": "CREATE TABLE t (a int);"})
     make_engine(folder).migrate()
     write_migrations({"V2__alter.sql": "ALTER TABLE t ADD COLUMN b int;"})
@@ -276,6 +284,12 @@ def test_lock_timeout_gives_up_with_a_clear_error(write_migrations, make_engine,
     assert "waited longer than lock_timeout" in str(caught.value)
     assert elapsed < 5
     assert len(history(db)) == 1
+    reliability(
+        "lock_timeout: the holder never finishes",
+        3,
+        "gives up after the retries with 55P03 and a clear message; nothing recorded",
+        f"gave up after {elapsed:.2f} s",
+    )
 
 
 def test_migration_lock_held_too_long_names_the_holder(write_migrations, make_engine, database_url) -> None:
@@ -378,7 +392,8 @@ def test_database_ahead_of_the_files_is_accepted_only_when_asked(write_migration
     assert len(history(db)) == 2
 
 
-def test_invalid_leftover_index_is_not_taken_for_a_success(write_migrations, make_engine, db) -> None:
+@pytest.mark.reliability
+def test_invalid_leftover_index_is_not_taken_for_a_success(write_migrations, make_engine, db, reliability) -> None:
     """What an interrupted CREATE INDEX CONCURRENTLY leaves, and IF NOT EXISTS would silently keep."""
     folder = write_migrations({"V1__t.sql": "CREATE TABLE t (a int);\nINSERT INTO t VALUES (1), (1);\n"})
     make_engine(folder).migrate()
@@ -394,3 +409,10 @@ def test_invalid_leftover_index_is_not_taken_for_a_success(write_migrations, mak
     db.run("DROP INDEX CONCURRENTLY public.t_a_key")
     make_engine(folder).repair()
     assert [r.script for r in make_engine(folder).migrate().applied] == ["V2__unique.sql"]
+
+    reliability(
+        "a rerun's CREATE INDEX CONCURRENTLY IF NOT EXISTS meets an INVALID leftover",
+        1,
+        "not recorded as a success; the documented repair path then applies it",
+        "as documented",
+    )

@@ -154,7 +154,7 @@ def test_terminated_session_and_restarted_server(server, fresh_database, write_m
         assert main(["up", "--database-url", url, "--migrations", str(folder)]) == 0
         capsys.readouterr()
         assert consistency_of_slow_set(url) == (["V1__users.sql", "V2__slow.sql", "V3__after.sql"], True)
-        outcomes.append(f"{fault}: {err.splitlines()[0].removeprefix('error: ')[:90]}")
+        outcomes.append(f"{fault}: exit 1, '{err.splitlines()[0].removeprefix('error: ').split(' (')[0]}'")
     reliability(
         "the migrating session terminated; the server restarted mid-migration",
         2,

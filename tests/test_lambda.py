@@ -184,7 +184,10 @@ def test_reason_is_cut_to_fit_the_4096_byte_limit(function_env, write_migrations
     assert response["Reason"].endswith("(truncated; the function's log has the whole message)")
 
 
-def test_timeout_guard_answers_before_the_function_is_killed(function_env, monkeypatch, database_url) -> None:
+@pytest.mark.reliability
+def test_timeout_guard_answers_before_the_function_is_killed(
+    function_env, monkeypatch, database_url, reliability
+) -> None:
     from premigrate.engine.lock import MigrationLock
 
     monkeypatch.setenv("PREMIGRATE_TIME_MARGIN", "0")
@@ -198,10 +201,17 @@ def test_timeout_guard_answers_before_the_function_is_killed(function_env, monke
         holder.close()
     assert result["Status"] == "FAILED"
     assert "premigrate ran out of time before it finished" in inbox.received()["Reason"]
+    reliability(
+        "CloudFormation: the run hangs (the lock never frees) until 10 s before the Lambda timeout",
+        1,
+        "FAILED is sent by the guard before the function would be killed; one answer only",
+        "FAILED received; the run's own later answer was not sent",
+    )
 
 
+@pytest.mark.reliability
 def test_engine_stops_between_migrations_and_cloudformation_hears_failed(
-    function_env, write_migrations, monkeypatch, db
+    function_env, write_migrations, monkeypatch, db, reliability
 ):
     write_migrations({"V2__slow.sql": "SELECT pg_sleep(1.5);", "V3__later.sql": "CREATE TABLE later ();"})
     monkeypatch.setenv("PREMIGRATE_TIME_MARGIN", "11")
@@ -215,6 +225,12 @@ def test_engine_stops_between_migrations_and_cloudformation_hears_failed(
     invoke(cfn_event("Update", next_deploy, physical_id="premigrate-x"))
     assert next_deploy.received()["Status"] == "SUCCESS"
     assert history(db) == ["V1__users.sql", "V2__slow.sql", "V3__later.sql"]
+    reliability(
+        "CloudFormation: the Lambda is about to time out mid-set",
+        2,
+        "FAILED sent; applied migrations stay applied; the next invocation continues",
+        "as expected",
+    )
 
 
 @pytest.mark.parametrize(
@@ -275,8 +291,9 @@ def secret_for(database_url: str, user: str, password: str) -> str:
     )
 
 
+@pytest.mark.reliability
 def test_rotated_secret_is_fetched_again_then_pending_is_tried(
-    function_env, monkeypatch, database_url, password_user, server, capfd, lambda_logs
+    function_env, monkeypatch, database_url, password_user, server, capfd, lambda_logs, reliability
 ) -> None:
     secrets = boto3.client("secretsmanager")
     arn = secrets.create_secret(
@@ -308,6 +325,12 @@ def test_rotated_secret_is_fetched_again_then_pending_is_tried(
         assert password not in output.out + output.err + logs
     assert logs.count("the database refused the secret's credentials; reading the secret again") == 3
     assert '"next_stage":"AWSPENDING"' in logs
+    reliability(
+        "secret rotation: cached, finished and half-way rotations",
+        3,
+        "auth failure -> fetch again -> AWSPENDING; every run connects; no password logged",
+        "3 runs connected after 3 refusals",
+    )
 
 
 # ---- CodePipeline -------------------------------------------------------------------------------
@@ -489,8 +512,9 @@ def test_malformed_direct_events_get_a_clear_error(function_env, event, message,
     assert db.run("SELECT to_regclass('premigrate_schema_history')") == [[None]]
 
 
+@pytest.mark.reliability
 def test_nothing_secret_reaches_logs_or_answers(
-    function_env, monkeypatch, database_url, password_user, pipeline, capfd, lambda_logs
+    function_env, monkeypatch, database_url, password_user, pipeline, capfd, lambda_logs, reliability
 ) -> None:
     secrets = boto3.client("secretsmanager")
     arn = secrets.create_secret(
@@ -516,6 +540,12 @@ def test_nothing_secret_reaches_logs_or_answers(
     assert "artifact-secret-key" not in everything and "artifact-session-token" not in everything
     assert inbox.url not in everything and "X-Amz-Signature" not in everything
     assert "V2__bad.sql:1:1: ERROR 42601" in json.dumps(pipeline.calls)  # the failure itself is reported
+    reliability(
+        "a known password, artifact credentials and ResponseURL through all three callers",
+        3,
+        "none appears in logs, errors, CloudFormation Reason/Data or CodePipeline messages",
+        f"{len(everything)} characters of output searched, nothing found",
+    )
 
 
 # ---- Connection and delivery edges --------------------------------------------------------------

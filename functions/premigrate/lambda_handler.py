@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from premigrate.triggers import cloudformation, codepipeline, direct
@@ -20,6 +21,7 @@ def _handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     def time_left() -> float:
         return context.get_remaining_time_in_millis() / 1000
 
+    metrics.add_metric("Requests", MetricUnit.Count, 1)
     if not isinstance(event, dict):
         logger.error("the event is not a JSON object")
         return {"ok": False, "error": "the event must be a JSON object", "error_kind": "configuration"}

@@ -177,8 +177,14 @@ def connect(
             application_name=application_name,
         )
     except ssl.SSLCertVerificationError as error:
+        help_text = _TLS_HELP
+        if "mismatch" in str(error.verify_message):
+            help_text = (
+                "connect with the host name the certificate names (for RDS, the instance's or cluster's "
+                "endpoint, not an IP address or an alias of your own)"
+            )
         raise ConfigurationError(
-            f"could not verify the TLS certificate of {params.describe()}: {error.verify_message}; {_TLS_HELP}"
+            f"could not verify the TLS certificate of {params.describe()}: {error.verify_message}; {help_text}"
         ) from None
     except InterfaceError as error:
         if refusal := server_error(error):

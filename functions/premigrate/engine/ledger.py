@@ -9,15 +9,16 @@ An operator reads it to see who migrated what; a caller that delivers the same r
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from premigrate.engine.database import Database, sqlstate
+from premigrate.engine.database import Database
 from premigrate.engine.history import quote_identifier
 
 LEDGER_TABLE = "premigrate_run_ledger"
-_CREATED_CONCURRENTLY = {"23505", "42P07"}
+_LEDGER_LOCK_NAMESPACE = 0x5052454C  # "PREL"
 
 
 @dataclass(frozen=True)
@@ -30,27 +31,27 @@ class RunLedger:
         return f"{quote_identifier(self.schema)}.{quote_identifier(self.table)}"
 
     def ensure(self, db: Database) -> None:
-        try:
-            db.run(
-                f"""
-                CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)};
-                CREATE TABLE IF NOT EXISTS {self.qualified_name} (
-                    request_id text PRIMARY KEY,
-                    caller text NOT NULL,
-                    action text NOT NULL,
-                    started_at timestamptz NOT NULL DEFAULT now(),
-                    finished_at timestamptz,
-                    outcome text NOT NULL DEFAULT 'running',
-                    applied_versions text[] NOT NULL DEFAULT '{{}}',
-                    error text,
-                    result jsonb
-                )
-                """
-            )
-        except Exception as error:
-            # Two first runs at once: one of them created it a moment earlier.
-            if sqlstate(error) not in _CREATED_CONCURRENTLY:
-                raise
+        # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: creators take turns.
+        key = int.from_bytes(hashlib.sha256(self.qualified_name.encode()).digest()[:4], "big") & 0x7FFFFFFF
+        db.run(
+            f"""
+            BEGIN;
+            SELECT pg_advisory_xact_lock({_LEDGER_LOCK_NAMESPACE}, {key});
+            CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)};
+            CREATE TABLE IF NOT EXISTS {self.qualified_name} (
+                request_id text PRIMARY KEY,
+                caller text NOT NULL,
+                action text NOT NULL,
+                started_at timestamptz NOT NULL DEFAULT now(),
+                finished_at timestamptz,
+                outcome text NOT NULL DEFAULT 'running',
+                applied_versions text[] NOT NULL DEFAULT '{{}}',
+                error text,
+                result jsonb
+            );
+            COMMIT
+            """
+        )
 
     def earlier_result(self, db: Database, request_id: str) -> dict[str, Any] | None:
         rows = db.run(

@@ -156,8 +156,8 @@ def run_engine(invocation: Invocation) -> Outcome:
         if earlier is not None:
             logger.info("request already handled: returning its earlier outcome", extra={"outcome": earlier})
             return Outcome(**{**earlier, "replayed": True})
-        ledger.start(connection, invocation.caller, invocation.action, invocation.request_id)
         engine = Engine(connection, migrations, engine_settings, progress=_log_progress, time_left=invocation.time_left)
+        ledger.start(connection, invocation.caller, invocation.action, invocation.request_id)
         outcome = _run_action(engine, invocation.action)
         report = outcome.report or {}
         ledger.finish(
@@ -170,6 +170,8 @@ def run_engine(invocation: Invocation) -> Outcome:
         )
         _record_metrics(report)
         return outcome
+    except PremigrateError as error:  # settings the engine refuses, such as a target that is no version
+        return _failure(error)
     except Exception as error:
         logger.exception("unexpected error")
         return Outcome(
