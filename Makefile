@@ -69,7 +69,7 @@ test: lint
 
 # Runs the reliability scenarios and writes RELIABILITY.md from what they measured.
 reliability: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -m reliability --reliability-report RELIABILITY.md
+	$(BIN)/python -m pytest tests -m reliability --reliability-report RELIABILITY.md
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check functions tests

@@ -276,7 +276,7 @@ def reliability(request: pytest.FixtureRequest):
             {
                 "nodeid": request.node.nodeid,
                 "scenario": scenario,
-                "server": server.name if server else "-",
+                "server": f"{server.name} (PostgreSQL {server.major_version()})" if server else "-",
                 "cases": str(cases),
                 "checked": checked,
                 "measured": measured,
@@ -323,7 +323,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         "| scenario | server | cases | what was checked | measured | result |",
         "|---|---|---|---|---|---|",
     ]
-    for row in _RELIABILITY_ROWS:
+    for row in sorted(_RELIABILITY_ROWS, key=lambda row: (row["scenario"], row["server"])):
         outcome = _OUTCOMES.get(row["nodeid"], "not run")
         lines.append(
             f"| {row['scenario']} | {row['server']} | {row['cases']} | {row['checked']} | "
