@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run invoke build deploy test reliability lint format clean
+.PHONY: run invoke build deploy test reliability bench lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -71,15 +71,19 @@ test: lint
 reliability: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests -m reliability --reliability-report RELIABILITY.md
 
+# Benchmarks against psql and the interpreter's own start, in one run; writes BENCHMARKS.md.
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/run.py
+
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check functions tests
-	$(BIN)/ruff format --check functions tests
+	$(BIN)/ruff check functions tests benchmarks
+	$(BIN)/ruff format --check functions tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/cfn-lint template.yaml examples/*.yaml
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format functions tests
-	$(BIN)/ruff check --fix functions tests
+	$(BIN)/ruff format functions tests benchmarks
+	$(BIN)/ruff check --fix functions tests benchmarks
 
 clean:
 	rm -rf $(VENV) .premigrate .pytest_cache .mypy_cache .ruff_cache

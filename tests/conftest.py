@@ -79,13 +79,21 @@ class Server:
         assert rows is not None
         return int(str(rows[0][0])) // 10000
 
-    def schema_dump(self, database_url: str, *exclude_tables: str) -> str:
-        """pg_dump --schema-only of a database, without pg_dump's random \\restrict fences."""
+    @contextlib.contextmanager
+    def database(self, prefix: str = "t") -> Iterator[str]:
+        """A fresh, empty database, dropped afterwards; yields its URL."""
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        self.admin(f'CREATE DATABASE "{name}"')
+        try:
+            yield self.url_for(name)
+        finally:
+            self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    @staticmethod
+    def client_args(database_url: str) -> list[str]:
+        """How psql and pg_dump reach the database."""
         params = params_from_url(database_url)
-        command = [
-            self.tool("pg_dump"),
-            "--schema-only",
-            "--no-owner",
+        return [
             "-h",
             params.socket_dir or params.host or "",
             "-p",
@@ -95,6 +103,10 @@ class Server:
             "-d",
             params.database,
         ]
+
+    def schema_dump(self, database_url: str, *exclude_tables: str) -> str:
+        """pg_dump --schema-only of a database, without pg_dump's random \\restrict fences."""
+        command = [self.tool("pg_dump"), "--schema-only", "--no-owner", *self.client_args(database_url)]
         command += [f"--exclude-table={table}" for table in exclude_tables]
         dump = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
         return re.sub(r"^\\(un)?restrict .*$", "", dump.stdout, flags=re.M)
@@ -203,12 +215,8 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
 @pytest.fixture
 def database_url(server: Server) -> Iterator[str]:
     """A fresh, empty database on the server, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    server.admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.url_for(name)
-    finally:
-        server.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with server.database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPORA, Server
-from premigrate.adapters.connection import params_from_url
 from premigrate.adapters.folder import load_folder
 from premigrate.cli import main
 
@@ -30,23 +29,9 @@ def lemmy(server: Server) -> Path:
     return LEMMY
 
 
-def connection_args(database_url: str) -> list[str]:
-    params = params_from_url(database_url)
-    return [
-        "-h",
-        params.socket_dir or params.host or "",
-        "-p",
-        str(params.port),
-        "-U",
-        params.user,
-        "-d",
-        params.database,
-    ]
-
-
 def psql(server: Server, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [server.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *connection_args(database_url), *args],
+        [server.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *server.client_args(database_url), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -59,10 +44,7 @@ def _normalise(statement: str) -> str:
 
 
 def test_lemmy_splits_like_psql_and_applies_to_the_same_schema(server, lemmy, database_url, tmp_path, capsys):
-    reference = params_from_url(database_url).database + "_psql"
-    reference_url = server.url_for(reference)
-    server.admin(f'CREATE DATABASE "{reference}"')
-    try:
+    with server.database("psql") as reference_url:
         migration_set = load_folder(lemmy)
         files = [str(lemmy / m.script) for m in migration_set.versioned]
         assert len(files) == 247
@@ -78,5 +60,3 @@ def test_lemmy_splits_like_psql_and_applies_to_the_same_schema(server, lemmy, da
         assert '"schema_version_after": "247"' in capsys.readouterr().out
         history = "public.premigrate_schema_history"
         assert server.schema_dump(database_url, history) == server.schema_dump(reference_url, history)
-    finally:
-        server.admin(f'DROP DATABASE IF EXISTS "{reference}" WITH (FORCE)')

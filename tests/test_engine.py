@@ -27,10 +27,10 @@ USERS = "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL);\n"
 def make_engine(database_url: str) -> Iterator:
     connections = []
 
-    def make(folder: Path, **settings) -> Engine:
+    def make(folder: Path, time_left=None, **settings) -> Engine:
         connection = connect(params_from_url(database_url))
         connections.append(connection)
-        return Engine(connection, load_folder(folder), Settings(**settings))
+        return Engine(connection, load_folder(folder), Settings(**settings), time_left=time_left)
 
     yield make
     for connection in connections:
@@ -239,7 +239,7 @@ def test_existing_database_must_be_baselined_first(write_migrations, make_engine
     report = make_engine(folder).migrate()
     assert [r.script for r in report.applied] == ["V3__orders.sql"]
     assert report.schema_version_before == "2" and report.schema_version_after == "3"
-    assert {s.script: s.state for s in report.states}["V1__users.sql"] == "below-baseline"
+    assert {s.script: s.state for s in make_engine(folder).status().states}["V1__users.sql"] == "below-baseline"
     with pytest.raises(ValidationError, match="a baseline is only for a database that has no history yet"):
         make_engine(folder).baseline("3")
 
@@ -340,20 +340,10 @@ def test_lock_behind_a_transaction_pooler_is_refused(write_migrations, database_
         lock_session.close()
 
 
-def test_time_budget_stops_between_migrations(write_migrations, database_url, db) -> None:
+def test_time_budget_stops_between_migrations(write_migrations, make_engine, db) -> None:
     folder = write_migrations({"V1__slow.sql": "SELECT pg_sleep(0.8);", "V2__next.sql": "CREATE TABLE next ();"})
     deadline = time.monotonic() + 1.5
-    connection = connect(params_from_url(database_url))
-    try:
-        engine = Engine(
-            connection,
-            load_folder(folder),
-            Settings(time_margin_seconds=1.0),
-            time_left=lambda: deadline - time.monotonic(),
-        )
-        report = engine.migrate()
-    finally:
-        connection.close()
+    report = make_engine(folder, time_left=lambda: deadline - time.monotonic(), time_margin_seconds=1.0).migrate()
     assert [r.script for r in report.applied] == ["V1__slow.sql"]
     assert [r.script for r in report.pending] == ["V2__next.sql"]
     assert report.stopped_for_time
@@ -361,21 +351,12 @@ def test_time_budget_stops_between_migrations(write_migrations, database_url, db
     assert not table_exists(db, "next")
 
 
-def test_time_budget_cancels_a_statement_that_would_outlive_it(write_migrations, database_url, db) -> None:
+def test_time_budget_cancels_a_statement_that_would_outlive_it(write_migrations, make_engine, db) -> None:
     folder = write_migrations({"V1__too_slow.sql": "CREATE TABLE t ();\nSELECT pg_sleep(30);"})
     deadline = time.monotonic() + 3.0
-    connection = connect(params_from_url(database_url))
-    try:
-        engine = Engine(
-            connection,
-            load_folder(folder),
-            Settings(time_margin_seconds=1.0),
-            time_left=lambda: deadline - time.monotonic(),
-        )
-        with pytest.raises(MigrationFailedError, match="ERROR 57014: canceling statement due to statement timeout"):
-            engine.migrate()
-    finally:
-        connection.close()
+    engine = make_engine(folder, time_left=lambda: deadline - time.monotonic(), time_margin_seconds=1.0)
+    with pytest.raises(MigrationFailedError, match="ERROR 57014: canceling statement due to statement timeout"):
+        engine.migrate()
     assert time.monotonic() < deadline
     assert not table_exists(db, "t")
 
@@ -416,3 +397,17 @@ def test_invalid_leftover_index_is_not_taken_for_a_success(write_migrations, mak
         "not recorded as a success; the documented repair path then applies it",
         "as documented",
     )
+
+
+def test_history_keeps_odd_file_names_exactly(write_migrations, make_engine, db) -> None:
+    name = "V1__it's_a_back\\slash_ünï.sql"
+    folder = write_migrations({name: "CREATE TABLE odd ();"})
+    make_engine(folder).migrate()
+    assert db.run("SELECT script, description FROM premigrate_schema_history") == [[name, "it's a back\\slash ünï"]]
+    assert make_engine(folder).validate().pending == []
+
+
+def test_error_position_in_the_first_statement_ignores_what_rides_with_it(write_migrations, make_engine) -> None:
+    folder = write_migrations({"V1__typo.sql": "  SELEC 1;\n"})
+    with pytest.raises(MigrationFailedError, match=r"^V1__typo.sql:1:3: ERROR 42601: syntax error at or near"):
+        make_engine(folder).migrate()

@@ -3,13 +3,13 @@ a table locked by someone else. Afterwards the database is consistent and the ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -36,17 +36,9 @@ def kill_set() -> dict[str, str]:
 
 @pytest.fixture
 def fresh_database(server) -> Iterator:
-    created = []
-
-    def make() -> str:
-        name = f"k_{uuid.uuid4().hex[:10]}"
-        server.admin(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return server.url_for(name)
-
-    yield make
-    for name in created:
-        server.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """Makes as many fresh databases as a test needs; all are dropped afterwards."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(server.database("k"))
 
 
 def consistency_problems(url: str) -> list[str]:
@@ -214,4 +206,31 @@ def test_waiting_ddl_does_not_stall_other_queries(database_url, write_migrations
         "the ALTER retries 3 times with backoff, then fails with 55P03; other sessions' queries keep running",
         f"{len(latencies)} application queries during the attempts, slowest {max(latencies) * 1000:.0f} ms "
         f"(lock_timeout {lock_timeout * 1000:.0f} ms)",
+    )
+
+
+def test_lambda_reports_a_lost_connection_as_the_migration_error(
+    server, fresh_database, write_migrations, monkeypatch, reliability
+) -> None:
+    from premigrate.local_invoke import invoke
+
+    url = fresh_database()
+    monkeypatch.setenv("PREMIGRATE_DATABASE_URL", url)
+    monkeypatch.setenv("PREMIGRATE_MIGRATIONS", str(write_migrations(SLOW_SET)))
+    answers: list[dict] = []
+    caller = threading.Thread(target=lambda: answers.append(invoke({"action": "migrate", "request_id": "r-1"})))
+    caller.start()
+    server.admin(f"SELECT pg_terminate_backend({_wait_for_migrating_session(url, 'pg_sleep')})")
+    caller.join(timeout=60)
+    (answer,) = answers
+    assert (answer["ok"], answer["error_kind"]) == (False, "migration")
+    assert answer["error"].startswith("V2__slow.sql:2:1: the connection to the database was lost")
+    assert consistency_of_slow_set(url) == (["V1__users.sql"], False)
+    retried = invoke({"action": "migrate", "request_id": "r-1"})  # the ledger never heard the end: it runs again
+    assert retried["ok"] and [r["script"] for r in retried["report"]["applied"]] == ["V2__slow.sql", "V3__after.sql"]
+    reliability(
+        "Lambda: the migrating session is terminated",
+        2,
+        "the caller gets the migration error (not an internal one); a retry of the request completes",
+        f"answer: '{answer['error'].split(' (')[0]}'",
     )

@@ -277,6 +277,18 @@ def test_duplicate_delivery_returns_the_earlier_outcome(function_env, write_migr
 # ---- Secrets Manager ----------------------------------------------------------------------------
 
 
+@pytest.fixture
+def secret_arn(function_env, monkeypatch, database_url, password_user) -> str:
+    """The function reads its database from a Secrets Manager secret (password: first-password)."""
+    secret = boto3.client("secretsmanager").create_secret(
+        Name=f"db-{password_user}", SecretString=secret_for(database_url, password_user, "first-password")
+    )
+    monkeypatch.delenv("PREMIGRATE_DATABASE_URL")
+    monkeypatch.setenv("PREMIGRATE_SECRET_ID", secret["ARN"])
+    monkeypatch.setenv("PREMIGRATE_SSLMODE", "disable")
+    return str(secret["ARN"])
+
+
 def secret_for(database_url: str, user: str, password: str) -> str:
     params = params_from_url(database_url)
     return json.dumps(
@@ -293,26 +305,22 @@ def secret_for(database_url: str, user: str, password: str) -> str:
 
 @pytest.mark.reliability
 def test_rotated_secret_is_fetched_again_then_pending_is_tried(
-    function_env, monkeypatch, database_url, password_user, server, capfd, lambda_logs, reliability
+    secret_arn, database_url, password_user, server, capfd, lambda_logs, reliability
 ) -> None:
     secrets = boto3.client("secretsmanager")
-    arn = secrets.create_secret(
-        Name=f"db-{password_user}", SecretString=secret_for(database_url, password_user, "first-password")
-    )["ARN"]
-    monkeypatch.delenv("PREMIGRATE_DATABASE_URL")
-    monkeypatch.setenv("PREMIGRATE_SECRET_ID", arn)
-    monkeypatch.setenv("PREMIGRATE_SSLMODE", "disable")
     assert invoke({"action": "status"})["ok"]  # the secret is now cached
 
     # Rotation finished: the database and AWSCURRENT have the second password, the cache the first.
     server.admin(f"ALTER ROLE {password_user} PASSWORD 'second-password'")
-    secrets.put_secret_value(SecretId=arn, SecretString=secret_for(database_url, password_user, "second-password"))
+    secrets.put_secret_value(
+        SecretId=secret_arn, SecretString=secret_for(database_url, password_user, "second-password")
+    )
     assert invoke({"action": "status"})["ok"]
 
     # Rotation half-way: the database already has the pending password, AWSCURRENT not yet.
     server.admin(f"ALTER ROLE {password_user} PASSWORD 'third-password'")
     secrets.put_secret_value(
-        SecretId=arn,
+        SecretId=secret_arn,
         SecretString=secret_for(database_url, password_user, "third-password"),
         VersionStages=["AWSPENDING"],
     )
@@ -513,16 +521,7 @@ def test_malformed_direct_events_get_a_clear_error(function_env, event, message,
 
 
 @pytest.mark.reliability
-def test_nothing_secret_reaches_logs_or_answers(
-    function_env, monkeypatch, database_url, password_user, pipeline, capfd, lambda_logs, reliability
-) -> None:
-    secrets = boto3.client("secretsmanager")
-    arn = secrets.create_secret(
-        Name=f"db-{password_user}", SecretString=secret_for(database_url, password_user, "first-password")
-    )["ARN"]
-    monkeypatch.delenv("PREMIGRATE_DATABASE_URL")
-    monkeypatch.setenv("PREMIGRATE_SECRET_ID", arn)
-    monkeypatch.setenv("PREMIGRATE_SSLMODE", "disable")
+def test_nothing_secret_reaches_logs_or_answers(secret_arn, pipeline, capfd, lambda_logs, reliability) -> None:
     upload_zip("build/ok.zip", {"migrations/V1__users.sql": USERS, "migrations/V2__bad.sql": "SELEC 1;"})
     inbox = ResponseInbox()
     answers = [

@@ -35,15 +35,10 @@ def test_concurrent_runs_apply_each_migration_exactly_once(
     up = ["up", "--database-url", database_url, "--migrations", str(folder)]
     if already_applied:
         assert main([*up, "--target", str(already_applied)]) == 0
-    reference_name = f"{db.run('SELECT current_database()')[0][0]}_single"
-    reference = server.url_for(reference_name)
-    server.admin(f'CREATE DATABASE "{reference_name}"')
-    try:
+    with server.database("single") as reference:
         assert main(["up", "--database-url", reference, "--migrations", str(folder)]) == 0
         capsys.readouterr()
         single_run = server.schema_dump(reference)
-    finally:
-        server.admin(f'DROP DATABASE "{reference_name}" WITH (FORCE)')
 
     command = [sys.executable, "-m", "premigrate", *up, "--json", "--lock-wait", "120s"]
     started = time.monotonic()

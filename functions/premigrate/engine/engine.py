@@ -143,7 +143,6 @@ class Engine:
         plan = self._checked_plan(self._read_history(create=True))
         report.schema_version_before = plan.current_version
         report.schema_version_after = plan.current_version
-        report.states = plan.states
         report.pending = [self._run_of(m) for m in plan.pending]
         if plan.ahead_of_files:
             report.notes.append(
@@ -176,16 +175,17 @@ class Engine:
                 ]
             )
         self.history.create(self.db)
-        self.history.insert(
-            self.db,
-            version=version.text,
-            description="<< baseline >>",
-            type=BASELINE,
-            script="<< baseline >>",
-            checksum=None,
-            execution_ms=0,
-            success=True,
-            execution_mode=None,
+        self.db.run(
+            self.history.insert_sql(
+                version=version.text,
+                description="<< baseline >>",
+                type=BASELINE,
+                script="<< baseline >>",
+                checksum=None,
+                execution_ms=0,
+                success=True,
+                execution_mode=None,
+            )
         )
         report.schema_version_before = None
         report.schema_version_after = version.text
@@ -289,11 +289,14 @@ class Engine:
         for attempt in range(1, self.settings.lock_timeout_retries + 2):
             started = time.monotonic()
             try:
-                self.db.run("BEGIN; " + self._timeouts("SET LOCAL"))
-                for statement in migration.statements:
-                    self._execute(migration, statement)
-                self._record(migration, started, success=True)
-                self.db.run("COMMIT")
+                # The transaction's start rides with the first statement, its end with the history row:
+                # as few round trips as psql needs for the same file.
+                opening = f"BEGIN; {self._timeouts('SET LOCAL')};\n"
+                if not migration.statements:
+                    self.db.run(opening)
+                for index, statement in enumerate(migration.statements):
+                    self._execute(migration, statement, prefix=opening if index == 0 else "")
+                self._record(migration, started, success=True, then=";\nCOMMIT")
                 return attempt
             except MigrationFailedError as failure:
                 self._rollback()
@@ -337,9 +340,9 @@ class Engine:
             self._reset_timeouts()
         return attempts
 
-    def _execute(self, migration: Migration, statement: Statement) -> None:
+    def _execute(self, migration: Migration, statement: Statement, prefix: str = "") -> None:
         try:
-            self.db.run(statement.text)
+            self.db.run(prefix + statement.text)
         except CONNECTION_LOST as error:
             line, column = line_and_column(migration.text, statement.offset)
             fields = server_error(error)
@@ -356,13 +359,15 @@ class Engine:
             fields = server_error(error)
             if not fields:
                 raise
-            raise self._statement_failure(migration, statement, fields) from error
+            raise self._statement_failure(migration, statement, fields, len(prefix)) from error
 
     @staticmethod
-    def _statement_failure(migration: Migration, statement: Statement, fields: dict[str, str]) -> MigrationFailedError:
+    def _statement_failure(
+        migration: Migration, statement: Statement, fields: dict[str, str], prefix_length: int
+    ) -> MigrationFailedError:
         offset = statement.offset
         if fields.get("P", "").isdigit():
-            offset += int(fields["P"]) - 1
+            offset += max(int(fields["P"]) - 1 - prefix_length, 0)
         line, column = line_and_column(migration.text, offset)
         lines = [f"{migration.script}:{line}:{column}: ERROR {fields.get('C', '?????')}: {fields.get('M', '')}"]
         lines += [
@@ -376,9 +381,12 @@ class Engine:
             "\n".join(lines), script=migration.script, line=line, column=column, sqlstate=fields.get("C")
         )
 
-    def _record(self, migration: Migration, started: float, *, success: bool) -> None:
-        self.history.insert(
-            self.db,
+    def _record(self, migration: Migration, started: float, *, success: bool, then: str = "") -> None:
+        """Write the history row; ``then`` rides along in the same round trip (the COMMIT)."""
+        self.db.run(self._history_row(migration, started, success=success) + then)
+
+    def _history_row(self, migration: Migration, started: float, *, success: bool) -> str:
+        return self.history.insert_sql(
             version=str(migration.version) if migration.version else None,
             description=migration.description,
             type=REPEATABLE if migration.is_repeatable else VERSIONED,

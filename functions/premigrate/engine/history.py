@@ -21,6 +21,17 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def sql_literal(value: str | int | bool | None) -> str:
+    """A constant as SQL; E'' strings read the same whatever standard_conforming_strings says."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 @dataclass(frozen=True)
 class HistoryRow:
     installed_rank: int
@@ -93,9 +104,8 @@ class HistoryTable:
         )
         return [HistoryRow(*row) for row in rows or []]
 
-    def insert(
+    def insert_sql(
         self,
-        db: Database,
         *,
         version: str | None,
         description: str,
@@ -105,23 +115,14 @@ class HistoryTable:
         execution_ms: int,
         success: bool,
         execution_mode: str | None,
-    ) -> None:
-        db.run(
-            f"""
-            INSERT INTO {self.qualified_name} (installed_rank, version, description, type, script, checksum,
-                                               execution_ms, success, execution_mode)
-            SELECT coalesce(max(installed_rank), 0) + 1, :version, :description, :type, :script, :checksum,
-                   :execution_ms, :success, :execution_mode
-            FROM {self.qualified_name}
-            """,
-            version=version,
-            description=description,
-            type=type,
-            script=script,
-            checksum=checksum,
-            execution_ms=execution_ms,
-            success=success,
-            execution_mode=execution_mode,
+    ) -> str:
+        """The INSERT of one history row as plain SQL, so that it can share a round trip with COMMIT."""
+        values = [version, description, type, script, checksum, execution_ms, success, execution_mode]
+        return (
+            f"INSERT INTO {self.qualified_name} (installed_rank, version, description, type, script, checksum, "
+            "execution_ms, success, execution_mode) "
+            f"SELECT coalesce(max(installed_rank), 0) + 1, {', '.join(map(sql_literal, values))} "
+            f"FROM {self.qualified_name}"
         )
 
     def delete_failed(self, db: Database) -> None:

@@ -39,6 +39,7 @@ from premigrate.engine import (
     Report,
     Settings,
 )
+from premigrate.engine.database import CONNECTION_LOST
 from premigrate.engine.ledger import RunLedger
 
 logger = Logger(service="premigrate")
@@ -160,14 +161,17 @@ def run_engine(invocation: Invocation) -> Outcome:
         ledger.start(connection, invocation.caller, invocation.action, invocation.request_id)
         outcome = _run_action(engine, invocation.action)
         report = outcome.report or {}
-        ledger.finish(
-            connection,
-            invocation.request_id,
-            outcome="succeeded" if outcome.ok else "failed",
-            applied_versions=[run["version"] or run["script"] for run in report.get("applied", [])],
-            error=outcome.error,
-            result=outcome.to_dict(),
-        )
+        try:
+            ledger.finish(
+                connection,
+                invocation.request_id,
+                outcome="succeeded" if outcome.ok else "failed",
+                applied_versions=[run["version"] or run["script"] for run in report.get("applied", [])],
+                error=outcome.error,
+                result=outcome.to_dict(),
+            )
+        except CONNECTION_LOST:  # the run's own error (a lost connection) is the answer that matters
+            logger.warning("the connection was lost: the run ledger keeps this request as running")
         _record_metrics(report)
         return outcome
     except PremigrateError as error:  # settings the engine refuses, such as a target that is no version
