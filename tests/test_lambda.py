@@ -579,3 +579,22 @@ def test_response_sending_gives_up_after_a_few_tries(function_env, lambda_logs) 
     assert logs.count("sending the response failed") == 4
     assert "gave up sending the response to CloudFormation" in logs
     assert "nobody-listens" not in logs
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("300", 300.0), ("300s", 300.0), ("2min", 120.0), ("500ms", 0.5)])
+def test_function_reads_durations_as_the_cli_does(monkeypatch, value, seconds) -> None:
+    from premigrate.triggers.invocation import LambdaSettings
+
+    monkeypatch.setenv("PREMIGRATE_DATABASE_URL", "postgresql://app@db.example.com/app")
+    monkeypatch.setenv("PREMIGRATE_LOCK_WAIT", value)
+    assert LambdaSettings.from_env().engine.lock_wait_seconds == seconds
+
+
+def test_function_refuses_a_bad_duration_clearly(monkeypatch) -> None:
+    from premigrate.engine import ConfigurationError
+    from premigrate.triggers.invocation import LambdaSettings
+
+    monkeypatch.setenv("PREMIGRATE_DATABASE_URL", "postgresql://app@db.example.com/app")
+    monkeypatch.setenv("PREMIGRATE_LOCK_TIMEOUT", "-5")
+    with pytest.raises(ConfigurationError, match=r"PREMIGRATE_LOCK_TIMEOUT: '-5' is not a duration; write it like 30"):
+        LambdaSettings.from_env()

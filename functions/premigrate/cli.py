@@ -19,6 +19,7 @@ from typing import Any
 from premigrate import __version__
 from premigrate.adapters.connection import ConnectionParams, close_quietly, connect, params_from_url
 from premigrate.adapters.folder import load_folder
+from premigrate.durations import parse_duration
 from premigrate.engine import (
     ConfigurationError,
     Engine,
@@ -31,8 +32,6 @@ from premigrate.engine import (
 from premigrate.engine.report import MigrationRun
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_LOCK = 0, 1, 2, 3
-_DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|sec|m|min)?")
-_UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,10 +216,10 @@ def _label(run: MigrationRun) -> str:
 
 
 def _duration(text: str) -> float:
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write it like 30, 30s, 500ms or 2min")
-    return float(match.group("number")) * _UNIT_SECONDS[match.group("unit")]
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _parser() -> argparse.ArgumentParser:

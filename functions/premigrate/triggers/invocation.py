@@ -29,6 +29,7 @@ from premigrate.adapters.connection import (
     params_from_url,
 )
 from premigrate.adapters.folder import load_folder
+from premigrate.durations import parse_duration
 from premigrate.engine import (
     ConfigurationError,
     Engine,
@@ -54,12 +55,9 @@ def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     if not text:
         return default
     try:
-        value = float(text)
-    except ValueError:
-        raise ConfigurationError(f"{name}={text!r} is not a number of seconds") from None
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative")
-    return value
+        return parse_duration(text)
+    except ValueError as error:
+        raise ConfigurationError(f"{name}: {error}") from None
 
 
 @dataclass(frozen=True)
