@@ -11,7 +11,6 @@ from typing import Any, Protocol
 from pg8000.exceptions import DatabaseError, InterfaceError
 
 LOCK_NOT_AVAILABLE = "55P03"
-QUERY_CANCELED = "57014"
 IN_FAILED_TRANSACTION = "25P02"
 
 
