@@ -383,10 +383,7 @@ class Engine:
 
     def _record(self, migration: Migration, started: float, *, success: bool, then: str = "") -> None:
         """Write the history row; ``then`` rides along in the same round trip (the COMMIT)."""
-        self.db.run(self._history_row(migration, started, success=success) + then)
-
-    def _history_row(self, migration: Migration, started: float, *, success: bool) -> str:
-        return self.history.insert_sql(
+        row = self.history.insert_sql(
             version=str(migration.version) if migration.version else None,
             description=migration.description,
             type=REPEATABLE if migration.is_repeatable else VERSIONED,
@@ -396,6 +393,7 @@ class Engine:
             success=success,
             execution_mode=migration.mode.value,
         )
+        self.db.run(row + then)
 
     def _record_failure(self, migration: Migration, started: float, failure: MigrationFailedError) -> None:
         notes = ["It ran outside premigrate's transaction, so the statements before the failing one stay applied."]

@@ -9,13 +9,13 @@ An operator reads it to see who migrated what; a caller that delivers the same r
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from premigrate.engine.database import Database
 from premigrate.engine.history import quote_identifier
+from premigrate.engine.lock import advisory_key
 
 LEDGER_TABLE = "premigrate_run_ledger"
 _LEDGER_LOCK_NAMESPACE = 0x5052454C  # "PREL"
@@ -32,7 +32,7 @@ class RunLedger:
 
     def ensure(self, db: Database) -> None:
         # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: creators take turns.
-        key = int.from_bytes(hashlib.sha256(self.qualified_name.encode()).digest()[:4], "big") & 0x7FFFFFFF
+        key = advisory_key(self.qualified_name)
         db.run(
             f"""
             BEGIN;

@@ -20,14 +20,18 @@ _FIRST_POLL_SECONDS = 0.05
 _LONGEST_POLL_SECONDS = 1.0
 
 
+def advisory_key(name: str) -> int:
+    """A stable, positive 32-bit key for an advisory lock named after ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
 @dataclass(frozen=True)
 class MigrationLock:
     qualified_table: str
 
     @property
     def key(self) -> int:
-        digest = hashlib.sha256(self.qualified_table.encode()).digest()
-        return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+        return advisory_key(self.qualified_table)
 
     def acquire(self, db: Database, wait_seconds: float) -> float:
         """Poll until the lock is ours; returns the seconds waited. Raises LockNotAcquiredError in time."""
