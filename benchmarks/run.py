@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import CORPORA, Server, _debian_bin_dir, _debian_server  # noqa: E402
-from premigrate.adapters.connection import connect, params_from_url  # noqa: E402
+from premigrate.adapters.connection import params_from_url
+from premigrate.adapters.postgres import connect  # noqa: E402
 from premigrate.adapters.folder import load_folder  # noqa: E402
 from premigrate.engine import Engine  # noqa: E402
 from premigrate.engine.history import HistoryTable  # noqa: E402

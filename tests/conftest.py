@@ -29,7 +29,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from premigrate.adapters.connection import connect, params_from_url
+from premigrate.adapters.connection import params_from_url
+from premigrate.adapters.postgres import connect
 
 REPO = Path(__file__).resolve().parent.parent
 CORPORA = REPO.parent / "shared" / "corpora"
@@ -227,6 +228,30 @@ def db(database_url: str) -> Iterator[object]:
         yield connection
     finally:
         connection.close()
+
+
+class ScriptedClock:
+    """The engine's clock, scripted: time moves only when the code under test sleeps or a test advances it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.slept += seconds
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> ScriptedClock:
+    return ScriptedClock()
 
 
 @pytest.fixture

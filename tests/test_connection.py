@@ -12,13 +12,8 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
-from premigrate.adapters.connection import (
-    AuthenticationFailedError,
-    connect,
-    params_from_secret,
-    params_from_url,
-    tls_context,
-)
+from premigrate.adapters.connection import params_from_secret, params_from_url
+from premigrate.adapters.postgres import AuthenticationFailedError, connect, tls_context
 from premigrate.adapters.secret import read_secret
 from premigrate.engine import ConfigurationError
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from premigrate.adapters.connection import connect, params_from_url
+from premigrate.adapters.connection import params_from_url
+from premigrate.adapters.postgres import connect
 from premigrate.adapters.folder import load_folder
 from premigrate.engine import (
     ConfigurationError,

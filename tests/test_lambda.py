@@ -22,7 +22,8 @@ from aws_lambda_powertools.utilities import parameters
 from botocore.awsrequest import AWSResponse
 from moto.server import ThreadedMotoServer
 
-from premigrate.adapters.connection import connect, params_from_url
+from premigrate.adapters.connection import params_from_url
+from premigrate.adapters.postgres import connect
 from premigrate.local_invoke import invoke
 from premigrate.triggers import codepipeline
 
@@ -509,7 +510,7 @@ def test_direct_actions_return_the_report(function_env, db) -> None:
         ({"action": "drop"}, "unknown action 'drop'"),
         ({}, "unknown action None"),
         ({"action": "migrate", "sql": "DROP TABLE users"}, "unknown key 'sql'"),
-        ({"action": "migrate", "target": 3}, "'target' has the wrong type (int)"),
+        ({"action": "migrate", "target": 3}, "'target': expected text, not int"),
         (["action", "plan"], "the event must be a JSON object"),
     ],
 )
@@ -550,15 +551,17 @@ def test_nothing_secret_reaches_logs_or_answers(secret_arn, pipeline, capfd, lam
 # ---- Connection and delivery edges --------------------------------------------------------------
 
 
-def test_unreachable_database_is_retried_a_bounded_number_of_times(monkeypatch, aws, lambda_logs) -> None:
-    from premigrate.adapters.connection import UnreachableError
-    from premigrate.triggers.invocation import LambdaSettings, open_connection
+def test_unreachable_database_is_retried_a_bounded_number_of_times(monkeypatch, aws, lambda_logs, clock) -> None:
+    from premigrate.adapters.postgres import UnreachableError
+    from premigrate.engine.clock import TimeBudget
+    from premigrate.service.connecting import open_database
+    from premigrate.triggers.invocation import LambdaLog, function_config
 
     monkeypatch.setenv("PREMIGRATE_DATABASE_URL", "postgresql://app:pw@127.0.0.1:1/app?sslmode=disable")
-    settings = LambdaSettings.from_env()
     with pytest.raises(UnreachableError, match=re.escape("could not connect to app@127.0.0.1:1/app")):
-        open_connection(settings, time_left=lambda: 600.0)
+        open_database(function_config(), TimeBudget(lambda: 600.0, 30.0), clock, LambdaLog())
     assert lambda_logs.getvalue().count("could not connect; trying again") == 2
+    assert 0.75 + 1.5 <= clock.slept <= 1.25 + 2.5  # pauses of about 1 s and 2 s, jittered
 
 
 def test_iam_auth_token_replaces_the_password(aws) -> None:
@@ -583,18 +586,18 @@ def test_response_sending_gives_up_after_a_few_tries(function_env, lambda_logs) 
 
 @pytest.mark.parametrize(("value", "seconds"), [("300", 300.0), ("300s", 300.0), ("2min", 120.0), ("500ms", 0.5)])
 def test_function_reads_durations_as_the_cli_does(monkeypatch, value, seconds) -> None:
-    from premigrate.triggers.invocation import LambdaSettings
+    from premigrate.triggers.invocation import function_config
 
     monkeypatch.setenv("PREMIGRATE_DATABASE_URL", "postgresql://app@db.example.com/app")
     monkeypatch.setenv("PREMIGRATE_LOCK_WAIT", value)
-    assert LambdaSettings.from_env().engine.lock_wait_seconds == seconds
+    assert function_config().lock_wait_seconds == seconds
 
 
 def test_function_refuses_a_bad_duration_clearly(monkeypatch) -> None:
     from premigrate.engine import ConfigurationError
-    from premigrate.triggers.invocation import LambdaSettings
+    from premigrate.triggers.invocation import function_config
 
     monkeypatch.setenv("PREMIGRATE_DATABASE_URL", "postgresql://app@db.example.com/app")
     monkeypatch.setenv("PREMIGRATE_LOCK_TIMEOUT", "-5")
     with pytest.raises(ConfigurationError, match=r"PREMIGRATE_LOCK_TIMEOUT: '-5' is not a duration; write it like 30"):
-        LambdaSettings.from_env()
+        function_config()

@@ -1,137 +1,95 @@
-"""The command line: ``premigrate plan | up | status | validate | baseline | repair | new``.
+"""The command line: ``premigrate plan | up | status | validate | baseline | repair | new | invoke``.
 
-Exit codes: 0 success, 1 migration or validation failure, 2 usage or configuration error,
-3 migration lock not obtained within --lock-wait. With no database given, an embedded PostgreSQL
+A translator, as dbmate's CLI is: the options are generated from the settings' one declaration, copied
+onto a Config, and each command is one ``Service.run``. With no database given, an embedded PostgreSQL
 under ``.premigrate/`` is used, so the commands work on a laptop with nothing installed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 from premigrate import __version__
-from premigrate.adapters.connection import ConnectionParams, close_quietly, connect, params_from_url
-from premigrate.adapters.folder import load_folder
+from premigrate.console import Console
 from premigrate.durations import parse_duration
-from premigrate.engine import (
-    ConfigurationError,
-    Engine,
-    LockNotAcquiredError,
-    PremigrateError,
-    Report,
-    Settings,
-    Version,
-)
-from premigrate.engine.report import MigrationRun
+from premigrate.service import EXIT_CODES, SPECS, Category, Config, Request, Service, failure, load_config
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_LOCK = 0, 1, 2, 3
+_COMMANDS = {  # command: (service action, help)
+    "plan": ("plan", "show what `up` would apply, and refuse as `up` would"),
+    "up": ("migrate", "apply every pending migration"),
+    "status": ("status", "list every migration and its state"),
+    "validate": ("validate", "check the history against the files; apply nothing"),
+    "repair": ("repair", "remove failed records and re-record edited checksums"),
+    "baseline": (
+        "baseline",
+        "adopt an existing database: record VERSION and all lower versions as applied without running them",
+    ),
+}
+_EXIT_HELP = (
+    f"exit codes: 0 success, {EXIT_CODES[Category.MIGRATION]} a migration, validation or database operation "
+    f"failed, {EXIT_CODES[Category.CONFIGURATION]} usage or configuration error (bad option, unreachable database), "
+    f"{EXIT_CODES[Category.LOCK]} migration lock not obtained within --lock-wait, "
+    f"{EXIT_CODES[Category.INTERNAL]} internal error (a premigrate bug)"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    output = _Output(json_mode=args.json)
+    args = build_parser().parse_args(argv)
+    console = Console(json_mode=args.json)
     try:
+        config = load_config("cli", os.environ, {name: getattr(args, name) for name in SPECS})
+        console.folder = config.migrations
         if args.command == "new":
-            return _new_migration(Path(args.migrations), args.description)
-        if args.command == "invoke":
-            return _invoke(args)
+            return _new_migration(Path(config.migrations), args.description)
         if args.command == "fingerprint":
-            print(load_folder(Path(args.migrations)).fingerprint)
-            return EXIT_OK
-        return _run_engine_command(args, output)
-    except LockNotAcquiredError as error:
-        return output.failure(error, EXIT_LOCK)
-    except ConfigurationError as error:
-        return output.failure(error, EXIT_CONFIGURATION)
-    except PremigrateError as error:
-        return output.failure(error, EXIT_FAILED)
+            from premigrate.adapters.folder import load_folder
+
+            print(load_folder(Path(config.migrations)).fingerprint)
+            return 0
+        from premigrate.service.connecting import with_embedded_database
+
+        config = with_embedded_database(config)
+        if args.command == "invoke":
+            return _invoke(config, args.event_file, args.remaining_time)
+    except Exception as error:
+        return console.show(failure(error))
+    action, _ = _COMMANDS[args.command]
+    request = Request(action, baseline_version=getattr(args, "baseline_version", None))
+    return console.show(Service(config, observer=console).run(request))
 
 
-def _run_engine_command(args: argparse.Namespace, output: _Output) -> int:
-    migrations = load_folder(Path(args.migrations))
-    params = _connection_params(args)
-    output.line(f"database    {params.describe()}")
-    output.line(
-        f"migrations  {args.migrations} ({len(migrations.versioned)} versioned, "
-        f"{len(migrations.repeatable)} repeatable)"
-    )
-    connection = connect(params)
-    try:
-        engine = Engine(connection, migrations, _settings(args), progress=output.progress)
-        commands: dict[str, Callable[[], Report]] = {
-            "plan": engine.plan,
-            "validate": engine.validate,
-            "status": engine.status,
-            "up": engine.migrate,
-            "repair": engine.repair,
-            "baseline": lambda: engine.baseline(args.version),
-        }
-        report = commands[args.command]()
-    finally:
-        close_quietly(connection)
-    output.report(report)
-    return EXIT_OK
-
-
-def _invoke(args: argparse.Namespace) -> int:
+def _invoke(config: Config, event_file: str, remaining_seconds: float) -> int:
     """The Lambda handler in-process; its settings reach it through the environment, as in Lambda."""
+    import json
+
     from premigrate.local_invoke import invoke
 
     try:
-        event = json.loads(Path(args.event_file).read_text())
+        event = json.loads(Path(event_file).read_text())
     except (OSError, ValueError) as error:
-        raise ConfigurationError(f"cannot read the event file {args.event_file}: {error}") from None
-    if not args.database_url and not args.secret_id:
-        from premigrate.adapters.embedded import start_embedded
+        from premigrate.engine import ConfigurationError
 
-        args.database_url = start_embedded(Path(args.embedded_dir))
-    settings = {
-        "PREMIGRATE_DATABASE_URL": args.database_url or "",
-        "PREMIGRATE_SECRET_ID": args.secret_id or "",
-        "PREMIGRATE_MIGRATIONS": str(Path(args.migrations).resolve()),
-        "PREMIGRATE_SCHEMA": args.schema,
-        "PREMIGRATE_LOCK_WAIT": str(args.lock_wait),
-        "PREMIGRATE_LOCK_TIMEOUT": str(args.lock_timeout),
-        "PREMIGRATE_STATEMENT_TIMEOUT": str(args.statement_timeout),
-    }
-    os.environ.update(settings)
-    result = invoke(event, remaining_seconds=args.remaining_time)
+        raise ConfigurationError(f"cannot read the event file {event_file}: {error}") from None
+    for spec in SPECS.values():
+        if "lambda" not in spec.front_doors:
+            os.environ.pop(spec.env, None)
+    os.environ.update(config.to_environ())
+    os.environ["PREMIGRATE_MIGRATIONS"] = str(Path(config.migrations).resolve())
+    result = invoke(event, remaining_seconds=remaining_seconds)
     print(json.dumps(result, indent=2, default=str))
-    return EXIT_OK if result.get("ok") or result.get("Status") == "SUCCESS" else EXIT_FAILED
-
-
-def _connection_params(args: argparse.Namespace) -> ConnectionParams:
-    if args.database_url:
-        return params_from_url(args.database_url)
-    if args.secret_id:
-        from premigrate.adapters.secret import read_secret  # boto3 only when a secret is asked for
-
-        return read_secret(args.secret_id, sslrootcert=os.environ.get("PREMIGRATE_CA_BUNDLE"))
-    from premigrate.adapters.embedded import start_embedded
-
-    return params_from_url(start_embedded(Path(args.embedded_dir)))
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(
-        schema=args.schema,
-        lock_wait_seconds=args.lock_wait,
-        lock_timeout_seconds=args.lock_timeout,
-        statement_timeout_seconds=args.statement_timeout,
-        allow_out_of_order=args.out_of_order,
-        target=args.target,
-    )
+    return 0 if result.get("ok") or result.get("Status") == "SUCCESS" else EXIT_CODES[Category.MIGRATION]
 
 
 def _new_migration(folder: Path, description: str) -> int:
+    from premigrate.adapters.folder import load_folder
+    from premigrate.engine import ConfigurationError, Version
+
     slug = re.sub(r"[^0-9a-z]+", "_", description.lower()).strip("_")
     if not slug:
         raise ConfigurationError('the description needs at least one letter or digit, like "add sessions"')
@@ -143,76 +101,7 @@ def _new_migration(folder: Path, description: str) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(f"-- {description}\n")
     print(path)
-    return EXIT_OK
-
-
-class _Output:
-    """Human lines on stdout (or the JSON report alone with --json); errors on stderr."""
-
-    def __init__(self, *, json_mode: bool) -> None:
-        self.json_mode = json_mode
-
-    def line(self, text: str) -> None:
-        if not self.json_mode:
-            print(text, flush=True)
-
-    def progress(self, event: str, run: MigrationRun) -> None:
-        if event == "started":
-            self.line(f"  applying {_label(run)} ({run.mode}: {run.mode_reason}) …")
-        else:
-            retried = f", {run.attempts} attempts" if run.attempts > 1 else ""
-            self.line(f"  applied  {_label(run)} in {run.duration_ms:.0f} ms{retried}")
-
-    def report(self, report: Report) -> None:
-        if self.json_mode:
-            print(json.dumps(report.to_dict(), default=str, indent=2))
-            return
-        if report.action in ("status", "plan", "validate") and report.states:
-            self._table(report)
-        for note in report.notes:
-            self.line(f"note: {note}")
-        before = report.schema_version_before or "none"
-        after = report.schema_version_after or "none"
-        if report.action == "migrate":
-            if report.applied:
-                self.line(
-                    f"schema version {before} -> {after}: applied {len(report.applied)} migration(s) "
-                    f"in {report.total_ms / 1000:.2f} s (waited {report.lock_wait_ms / 1000:.2f} s for the lock)"
-                )
-            else:
-                self.line(f"schema is up to date at version {after}: nothing to apply")
-        elif report.action in ("plan", "validate", "status"):
-            if report.pending:
-                self.line(f"schema version {before}; {len(report.pending)} migration(s) pending:")
-                for run in report.pending:
-                    self.line(f"  {_label(run)} ({run.mode}: {run.mode_reason})")
-            else:
-                self.line(f"schema is up to date at version {after}")
-        else:
-            self.line(f"schema version {after}")
-
-    def _table(self, report: Report) -> None:
-        rows = [("version", "description", "state", "installed on")] + [
-            (s.version or "R", s.description, s.state, s.installed_on or "") for s in report.states
-        ]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        for row in rows:
-            self.line("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-    def failure(self, error: PremigrateError, code: int) -> int:
-        if self.json_mode:
-            body: dict[str, Any] = {"error": str(error), "exit_code": code}
-            if error.report is not None:
-                body["report"] = error.report.to_dict()
-            print(json.dumps(body, default=str, indent=2))
-        elif error.report is not None and error.report.applied:
-            self.line(f"applied before the failure: {', '.join(_label(r) for r in error.report.applied)}")
-        print(f"error: {error}", file=sys.stderr)
-        return code
-
-
-def _label(run: MigrationRun) -> str:
-    return f"V{run.version} {run.description}" if run.version else f"R {run.description}"
+    return 0
 
 
 def _duration(text: str) -> float:
@@ -222,100 +111,38 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    env = os.environ.get
+def _settings_options() -> argparse.ArgumentParser:
+    """One option per setting of the command line, from the settings' declaration."""
     common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("connection and settings (each also read from the environment variable shown)")
-    group.add_argument(
-        "--database-url",
-        default=env("PREMIGRATE_DATABASE_URL"),
-        metavar="URL",
-        help="postgresql://user:password@host:5432/db?sslmode=verify-full [PREMIGRATE_DATABASE_URL]; "
-        "with neither this nor --secret-id an embedded PostgreSQL is used",
-    )
-    group.add_argument(
-        "--secret-id",
-        default=env("PREMIGRATE_SECRET_ID"),
-        metavar="ID",
-        help="Secrets Manager secret with the RDS connection JSON [PREMIGRATE_SECRET_ID]",
-    )
-    group.add_argument(
-        "--migrations",
-        default=env("PREMIGRATE_MIGRATIONS", "migrations"),
-        metavar="DIR",
-        help="folder of V<version>__<description>.sql and R__<description>.sql files "
-        "[PREMIGRATE_MIGRATIONS, default: migrations]",
-    )
-    group.add_argument(
-        "--schema",
-        default=env("PREMIGRATE_SCHEMA", "public"),
-        help="schema of the history table [PREMIGRATE_SCHEMA, default: public]",
-    )
-    group.add_argument(
-        "--lock-wait",
-        type=_duration,
-        default=env("PREMIGRATE_LOCK_WAIT", "300s"),
-        metavar="DURATION",
-        help="how long to wait for another run's migration lock [PREMIGRATE_LOCK_WAIT, default: 300s]",
-    )
-    group.add_argument(
-        "--lock-timeout",
-        type=_duration,
-        default=env("PREMIGRATE_LOCK_TIMEOUT", "5s"),
-        metavar="DURATION",
-        help="PostgreSQL lock_timeout for migration statements; retried "
-        "with backoff [PREMIGRATE_LOCK_TIMEOUT, default: 5s]",
-    )
-    group.add_argument(
-        "--statement-timeout",
-        type=_duration,
-        default=env("PREMIGRATE_STATEMENT_TIMEOUT", "0"),
-        metavar="DURATION",
-        help="PostgreSQL statement_timeout for migration statements, 0 = none "
-        "[PREMIGRATE_STATEMENT_TIMEOUT, default: 0]",
-    )
-    group.add_argument(
-        "--target",
-        default=env("PREMIGRATE_TARGET"),
-        metavar="VERSION",
-        help="apply versions up to this one only [PREMIGRATE_TARGET]",
-    )
-    group.add_argument(
-        "--out-of-order",
-        action="store_true",
-        default=env("PREMIGRATE_OUT_OF_ORDER") == "1",
-        help="apply pending versions lower than the highest applied [PREMIGRATE_OUT_OF_ORDER=1]",
-    )
-    group.add_argument(
-        "--embedded-dir",
-        default=env("PREMIGRATE_EMBEDDED_DIR", ".premigrate"),
-        metavar="DIR",
-        help="where the embedded PostgreSQL keeps its data [default: .premigrate]",
-    )
+    group = common.add_argument_group("settings (each also read from the environment variable shown)")
+    defaults = {f.name: f.default for f in fields(Config)}
+    for name, spec in SPECS.items():
+        if "cli" not in spec.front_doors:
+            continue
+        default = defaults[name]
+        shown = f", default: {spec.kind.format(default)}" if default not in (None, False) else ""
+        help_text = f"{spec.help} [{spec.env}{shown}]"
+        if spec.kind.is_flag:
+            group.add_argument(spec.option, dest=name, action="store_const", const=True, help=help_text)
+        else:
+            group.add_argument(spec.option, dest=name, metavar=spec.metavar, help=help_text)
     group.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _settings_options()
     parser = argparse.ArgumentParser(
         prog="premigrate",
         description="PostgreSQL schema migrations, exactly once, before your Auto Scaling Group rolls out.",
-        epilog="exit codes: 0 success, 1 migration or validation failure, 2 usage or configuration error, "
-        "3 migration lock not obtained within --lock-wait",
+        epilog=_EXIT_HELP,
     )
     parser.add_argument("--version", action="version", version=f"premigrate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, help_text in (
-        ("plan", "show what `up` would apply, and refuse as `up` would"),
-        ("up", "apply every pending migration"),
-        ("status", "list every migration and its state"),
-        ("validate", "check the history against the files; apply nothing"),
-        ("repair", "remove failed records and re-record edited checksums"),
-    ):
-        commands.add_parser(name, parents=[common], help=help_text, description=help_text)
-    baseline = commands.add_parser(
-        "baseline",
-        parents=[common],
-        help="adopt an existing database: record VERSION and all lower versions as applied without running them",
-    )
-    baseline.add_argument("--version", required=True, metavar="VERSION")
+    for name, (_, help_text) in _COMMANDS.items():
+        command = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if name == "baseline":
+            command.add_argument("--version", dest="baseline_version", required=True, metavar="VERSION")
     invoke = commands.add_parser(
         "invoke", parents=[common], help="run the Lambda handler in this process on an event file (no Docker)"
     )
@@ -333,3 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     new = commands.add_parser("new", parents=[common], help="create the next V<version>__<description>.sql")
     new.add_argument("description")
     return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

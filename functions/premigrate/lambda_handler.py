@@ -13,6 +13,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from premigrate.service.settings import tracing_enabled
 from premigrate.triggers import cloudformation, codepipeline, direct
 from premigrate.triggers.invocation import logger, metrics
 
@@ -36,7 +37,7 @@ def _handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return direct.handle(event, context.aws_request_id, time_left)
 
 
-if os.environ.get("PREMIGRATE_TRACING", "").lower() in ("1", "true"):
+if tracing_enabled(os.environ):
     # aws_xray_sdk costs about 230 ms of cold start even when idle: only when tracing is switched on.
     from aws_lambda_powertools import Tracer
 

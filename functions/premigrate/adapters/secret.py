@@ -15,7 +15,7 @@ from premigrate.engine import ConfigurationError
 def read_secret(
     secret_id: str,
     *,
-    sslmode: str = "verify-full",
+    sslmode: str | None = None,
     sslrootcert: str | None = None,
     force_fetch: bool = False,
     max_age: int = 300,

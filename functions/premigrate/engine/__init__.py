@@ -1,9 +1,10 @@
 """The migration engine: plans and applies a migration set through a database connection.
 
-Nothing here knows about AWS, Lambda or the command line; the adapters and triggers translate.
+Nothing here knows about AWS, Lambda, the command line or the database driver: the application service
+(``premigrate.service``) drives it, the adapters translate.
 """
 
-from premigrate.engine.engine import Engine, Settings
+from premigrate.engine.engine import Engine
 from premigrate.engine.errors import (
     ConfigurationError,
     LockNotAcquiredError,
@@ -14,6 +15,7 @@ from premigrate.engine.errors import (
 )
 from premigrate.engine.migrations import Migration, MigrationSet, Version
 from premigrate.engine.report import Report
+from premigrate.engine.settings import Settings
 
 __all__ = [
     "ConfigurationError",

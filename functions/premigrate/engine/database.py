@@ -1,42 +1,65 @@
-"""What the engine needs from a database connection, and how it reads the driver's errors.
+"""The database port: what the engine asks of a PostgreSQL session, and nothing of any driver.
 
-The engine talks to PostgreSQL through anything with pg8000.native's ``run``: a real connection in
-production and tests alike (tests use real servers, never a fake).
+Drivers are dumb: an implementation translates, it decides nothing about migrations. Every implementation
+passes ``tests/test_database_contract.py``; the contract of each method is written beside it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pg8000.exceptions import DatabaseError, InterfaceError
-
 LOCK_NOT_AVAILABLE = "55P03"
 IN_FAILED_TRANSACTION = "25P02"
+QUERY_CANCELED = "57014"
+
+
+class ServerError(Exception):
+    """The server refused a statement (an ErrorResponse); the session is still usable.
+
+    ``position`` is the server's 1-based character position in the submitted text, when it gave one."""
+
+    def __init__(
+        self,
+        sqlstate: str,
+        message: str,
+        *,
+        position: int | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
+        context: str | None = None,
+    ) -> None:
+        super().__init__(f"ERROR {sqlstate}: {message}")
+        self.sqlstate = sqlstate
+        self.message = message
+        self.position = position
+        self.detail = detail
+        self.hint = hint
+        self.context = context
+
+
+class ConnectionLostError(Exception):
+    """The session is gone (terminated, server restarted or failed over, network dropped); the connection
+    cannot be used again. ``reason`` is the server's own last word when it said why (a FATAL error)."""
+
+    def __init__(self, description: str, reason: ServerError | None = None) -> None:
+        super().__init__(description)
+        self.reason = reason
 
 
 class Database(Protocol):
-    def run(self, sql: str, **params: Any) -> list[list[Any]] | None:
-        """Run SQL: with no parameters a whole script (simple query protocol), with them one statement."""
+    """One PostgreSQL session."""
 
+    def run(self, sql: str, **params: Any) -> list[list[Any]]:
+        """Run SQL and return the rows of its last statement (``[]`` when it returns none).
 
-# What a broken connection raises: the server went away, the socket timed out or was closed
-# (pg8000 raises InterfaceError or lets the socket's OSError through, TimeoutError included).
-CONNECTION_LOST = (InterfaceError, OSError)
+        With no parameters ``sql`` may hold several statements, sent as one simple-protocol query: they run
+        in one implicit transaction unless the text has its own BEGIN/COMMIT, exactly as psql would send
+        them. With parameters ``sql`` is one statement whose ``:name`` placeholders are bound to ``params``.
 
+        Raises ServerError when the server refuses (the session stays usable; an open transaction is then
+        aborted, as PostgreSQL does), ConnectionLostError when the session is gone. Nothing else."""
+        ...
 
-def server_error(error: BaseException) -> dict[str, str]:
-    """The fields of a server error (C = SQLSTATE, M = message, P = position, D, H, W); empty if not one.
-
-    When the server ends a session (a refused login, pg_terminate_backend, a shutdown) it says why and
-    closes the socket; pg8000's own clean-up write then fails, and its "network error" hides the server's
-    reason in ``__context__``, where it is looked for too."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, DatabaseError) and seen.args and isinstance(seen.args[0], dict):
-            return {str(key): str(value) for key, value in seen.args[0].items()}
-        seen = seen.__context__
-    return {}
-
-
-def sqlstate(error: BaseException) -> str | None:
-    return server_error(error).get("C")
+    def close(self) -> None:
+        """End the session. Never raises, also when the server has ended it already."""
+        ...

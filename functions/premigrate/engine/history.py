@@ -73,7 +73,7 @@ class HistoryTable:
             schema=self.schema,
             ignoring=list(ignoring),
         )
-        return [row[0] for row in rows or []]
+        return [row[0] for row in rows]
 
     def create(self, db: Database) -> None:
         db.run(
@@ -102,7 +102,7 @@ class HistoryTable:
             "SELECT installed_rank, version, description, type, script, checksum, installed_on, success,"
             f" execution_mode FROM {self.qualified_name} ORDER BY installed_rank"
         )
-        return [HistoryRow(*row) for row in rows or []]
+        return [HistoryRow(*row) for row in rows]
 
     def insert_sql(
         self,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-import time
 from dataclasses import dataclass
 
+from premigrate.engine.clock import SYSTEM_CLOCK, Clock
 from premigrate.engine.database import Database
 from premigrate.engine.errors import ConfigurationError, LockNotAcquiredError
 
@@ -28,6 +28,7 @@ def advisory_key(name: str) -> int:
 @dataclass(frozen=True)
 class MigrationLock:
     qualified_table: str
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def key(self) -> int:
@@ -35,20 +36,20 @@ class MigrationLock:
 
     def acquire(self, db: Database, wait_seconds: float) -> float:
         """Poll until the lock is ours; returns the seconds waited. Raises LockNotAcquiredError in time."""
-        started = time.monotonic()
+        started = self.clock.monotonic()
         pause = _FIRST_POLL_SECONDS
         while (backend := self._try(db)) is None:
-            waited = time.monotonic() - started
+            waited = self.clock.monotonic() - started
             if waited >= wait_seconds:
                 raise LockNotAcquiredError(
                     f"another migration run held the lock for {self.qualified_table} for the whole lock wait "
                     f"limit ({wait_seconds:g} s): {self._describe_holder(db)}. Let it finish and run again, "
                     "or raise --lock-wait; if that session is stuck, end it with pg_terminate_backend(pid)"
                 )
-            time.sleep(min(pause * random.uniform(0.5, 1.0), max(wait_seconds - waited, 0.0)))
+            self.clock.sleep(min(pause * random.uniform(0.5, 1.0), max(wait_seconds - waited, 0.0)))
             pause = min(pause * 2, _LONGEST_POLL_SECONDS)
         self._confirm_held(db, backend)
-        return time.monotonic() - started
+        return self.clock.monotonic() - started
 
     def release(self, db: Database) -> None:
         db.run("SELECT pg_advisory_unlock(:namespace, :key)", namespace=_NAMESPACE, key=self.key)

@@ -77,11 +77,6 @@ class Migration:
     def is_repeatable(self) -> bool:
         return self.version is None
 
-    @property
-    def label(self) -> str:
-        """How people name it: ``V3 add sessions`` or ``R active users view``."""
-        return f"V{self.version} {self.description}" if self.version else f"R {self.description}"
-
     @cached_property
     def statements(self) -> list[Statement]:
         try:

@@ -9,19 +9,7 @@ from dataclasses import dataclass, field
 
 from premigrate.engine.history import BASELINE, HistoryRow
 from premigrate.engine.migrations import Migration, MigrationSet, Version
-
-
-@dataclass(frozen=True)
-class MigrationState:
-    """One line of ``premigrate status``."""
-
-    version: str | None
-    description: str
-    script: str
-    state: str
-    """applied, pending, baseline, below-baseline, failed, missing-file, checksum-drift, out-of-order,
-    outdated (a repeatable whose file changed), beyond-target, ahead-of-files."""
-    installed_on: str | None = None
+from premigrate.engine.report import MigrationState
 
 
 @dataclass(frozen=True)
@@ -41,6 +29,13 @@ class Plan:
         return any(state.state == "ahead-of-files" for state in self.states)
 
 
+@dataclass(frozen=True)
+class _Rules:
+    allow_out_of_order: bool = False
+    target: Version | None = None
+    accept_database_ahead: bool = False
+
+
 def make_plan(
     history: Sequence[HistoryRow],
     migrations: MigrationSet,
@@ -49,79 +44,95 @@ def make_plan(
     target: Version | None = None,
     accept_database_ahead: bool = False,
 ) -> Plan:
-    problems: list[str] = []
-    states: list[MigrationState] = []
-    drifted: list[tuple[HistoryRow, Migration]] = []
-    pending: list[Migration] = []
+    planner = _Planner(history, migrations, _Rules(allow_out_of_order, target, accept_database_ahead))
+    planner.failed_migrations()
+    planner.applied_versions()
+    planner.pending_versions()
+    planner.repeatables()
+    current = max(planner.applied, default=None)
+    return Plan(planner.pending, planner.problems, planner.states, str(current) if current else None, planner.drifted)
 
-    failed = [row for row in history if not row.success]
-    for row in failed:
-        problems.append(
-            f"{row.script} failed on {row.installed_on:%Y-%m-%d %H:%M:%S} and may be partly applied "
-            f"({row.execution_mode} mode). Check the database, undo or finish what it did by hand, "
-            "then run `premigrate repair`, which removes the failed record so the file runs again"
-        )
-        states.append(_state(row, "failed"))
 
-    applied = {Version.parse(row.version): row for row in history if row.success and row.version is not None}
-    baseline = max((v for v, row in applied.items() if row.type == BASELINE), default=None)
-    highest = max(applied, default=None)
-    files = {m.version: m for m in migrations.versioned if m.version is not None}
-    last_file = max(files, default=None)
+class _Planner:
+    """The four passes of a plan, each adding states, problems and pending migrations in order."""
 
-    for version, row in sorted(applied.items()):
-        migration = files.get(version)
-        if row.type == BASELINE:
-            states.append(_state(row, "baseline"))
-        elif migration is None and accept_database_ahead and (last_file is None or version > last_file):
-            states.append(_state(row, "ahead-of-files"))
-        elif migration is None:
-            problems.append(
-                f"{row.script} (version {row.version}) is applied but its file is gone. Put the file back; "
-                "premigrate never undoes a migration"
+    def __init__(self, history: Sequence[HistoryRow], migrations: MigrationSet, rules: _Rules) -> None:
+        self.history = history
+        self.migrations = migrations
+        self.rules = rules
+        self.problems: list[str] = []
+        self.states: list[MigrationState] = []
+        self.drifted: list[tuple[HistoryRow, Migration]] = []
+        self.pending: list[Migration] = []
+        self.failed = [row for row in history if not row.success]
+        self.applied = {Version.parse(row.version): row for row in history if row.success and row.version is not None}
+        self.files = {m.version: m for m in migrations.versioned if m.version is not None}
+
+    def failed_migrations(self) -> None:
+        for row in self.failed:
+            self.problems.append(
+                f"{row.script} failed on {row.installed_on:%Y-%m-%d %H:%M:%S} and may be partly applied "
+                f"({row.execution_mode} mode). Check the database, undo or finish what it did by hand, "
+                "then run `premigrate repair`, which removes the failed record so the file runs again"
             )
-            states.append(_state(row, "missing-file"))
-        elif migration.checksum != row.checksum:
-            problems.append(
-                f"{migration.script} was edited after it was applied (checksum {row.checksum and row.checksum[:12]}… "
-                f"recorded, {migration.checksum[:12]}… now). Restore the applied text and put the change "
-                "in a new migration, or, if the edit changes nothing in the database, run `premigrate repair` "
-                "to record the new checksum"
-            )
-            drifted.append((row, migration))
-            states.append(_state(row, "checksum-drift"))
-        else:
-            states.append(_state(row, "applied"))
+            self.states.append(_state(row, "failed"))
 
-    failed_versions = {Version.parse(row.version) for row in failed if row.version is not None}
-    for version, migration in sorted(files.items()):
-        if version in applied or version in failed_versions:
-            continue
-        if baseline is not None and version <= baseline:
-            states.append(_file_state(migration, "below-baseline"))
-        elif target is not None and version > target:
-            states.append(_file_state(migration, "beyond-target"))
-        elif highest is not None and version < highest and not allow_out_of_order:
-            problems.append(
-                f"{migration.script} (version {version}) is pending but version {highest} is already applied. "
-                "Give it a version above the highest applied one, or allow out-of-order migrations"
-            )
-            states.append(_file_state(migration, "out-of-order"))
-        else:
-            pending.append(migration)
-            states.append(_file_state(migration, "pending"))
+    def applied_versions(self) -> None:
+        last_file = max(self.files, default=None)
+        for version, row in sorted(self.applied.items()):
+            migration = self.files.get(version)
+            if row.type == BASELINE:
+                self.states.append(_state(row, "baseline"))
+            elif migration is None and self.rules.accept_database_ahead and (last_file is None or version > last_file):
+                self.states.append(_state(row, "ahead-of-files"))
+            elif migration is None:
+                self.problems.append(
+                    f"{row.script} (version {row.version}) is applied but its file is gone. Put the file back; "
+                    "premigrate never undoes a migration"
+                )
+                self.states.append(_state(row, "missing-file"))
+            elif migration.checksum != row.checksum:
+                self.problems.append(
+                    f"{migration.script} was edited after it was applied (checksum "
+                    f"{row.checksum and row.checksum[:12]}… recorded, {migration.checksum[:12]}… now). Restore the "
+                    "applied text and put the change in a new migration, or, if the edit changes nothing in the "
+                    "database, run `premigrate repair` to record the new checksum"
+                )
+                self.drifted.append((row, migration))
+                self.states.append(_state(row, "checksum-drift"))
+            else:
+                self.states.append(_state(row, "applied"))
 
-    latest_repeatable = {row.description: row for row in history if row.version is None and row.success}
-    for migration in migrations.repeatable:
-        last_run = latest_repeatable.get(migration.description)
-        if last_run is not None and last_run.checksum == migration.checksum:
-            states.append(_state(last_run, "applied"))
-        else:
-            pending.append(migration)
-            states.append(_file_state(migration, "outdated" if last_run else "pending"))
+    def pending_versions(self) -> None:
+        baseline = max((v for v, row in self.applied.items() if row.type == BASELINE), default=None)
+        highest = max(self.applied, default=None)
+        failed_versions = {Version.parse(row.version) for row in self.failed if row.version is not None}
+        for version, migration in sorted(self.files.items()):
+            if version in self.applied or version in failed_versions:
+                continue
+            if baseline is not None and version <= baseline:
+                self.states.append(_file_state(migration, "below-baseline"))
+            elif self.rules.target is not None and version > self.rules.target:
+                self.states.append(_file_state(migration, "beyond-target"))
+            elif highest is not None and version < highest and not self.rules.allow_out_of_order:
+                self.problems.append(
+                    f"{migration.script} (version {version}) is pending but version {highest} is already applied. "
+                    "Give it a version above the highest applied one, or allow out-of-order migrations"
+                )
+                self.states.append(_file_state(migration, "out-of-order"))
+            else:
+                self.pending.append(migration)
+                self.states.append(_file_state(migration, "pending"))
 
-    current = max(applied, default=None)
-    return Plan(pending, problems, states, str(current) if current else None, drifted)
+    def repeatables(self) -> None:
+        latest_run = {row.description: row for row in self.history if row.version is None and row.success}
+        for migration in self.migrations.repeatable:
+            last_run = latest_run.get(migration.description)
+            if last_run is not None and last_run.checksum == migration.checksum:
+                self.states.append(_state(last_run, "applied"))
+            else:
+                self.pending.append(migration)
+                self.states.append(_file_state(migration, "outdated" if last_run else "pending"))
 
 
 def _state(row: HistoryRow, state: str) -> MigrationState:

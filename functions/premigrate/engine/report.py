@@ -1,12 +1,10 @@
-"""What a run did, as plain data: printed by the CLI, returned by the Lambda, stored by nobody."""
+"""What a run did, as plain data: printed by the CLI, returned by the Lambda, kept in the run ledger."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
-
-from premigrate.engine.plan import MigrationState
 
 
 @dataclass(frozen=True)
@@ -20,6 +18,24 @@ class MigrationRun:
     mode_reason: str
     duration_ms: float | None = None
     attempts: int = 1
+
+    @property
+    def label(self) -> str:
+        """How people name it: ``V3 add sessions`` or ``R active users view``."""
+        return f"V{self.version} {self.description}" if self.version else f"R {self.description}"
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """One line of ``premigrate status``."""
+
+    version: str | None
+    description: str
+    script: str
+    state: str
+    """applied, pending, baseline, below-baseline, failed, missing-file, checksum-drift, out-of-order,
+    outdated (a repeatable whose file changed), beyond-target, ahead-of-files."""
+    installed_on: str | None = None
 
 
 @dataclass
@@ -45,3 +61,13 @@ class Report:
         data = dataclasses.asdict(self)
         data["up_to_date"] = self.up_to_date
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """The inverse of ``to_dict``: a report kept as JSON (in the run ledger) read back."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in fields}
+        for key in ("applied", "pending"):
+            values[key] = [MigrationRun(**run) for run in values.get(key, [])]
+        values["states"] = [MigrationState(**state) for state in values.get("states", [])]
+        return cls(**values)

@@ -18,8 +18,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import CloudFormationCustomResourceEvent
 
-from premigrate.engine import PremigrateError
-from premigrate.triggers.invocation import Invocation, LambdaSettings, Outcome, logger, run_engine
+from premigrate.service import Request, Result
+from premigrate.service.connecting import database_identity
+from premigrate.triggers.invocation import function_config, logger, refused, run
 
 MAX_RESPONSE_BYTES = 4096
 _SEND_ATTEMPTS = 4
@@ -111,11 +112,8 @@ def handle(event: dict[str, Any], time_left: Callable[[], float]) -> dict[str, A
     guard.start()
     try:
         return _handle(event, responder, time_left)
-    except PremigrateError as error:
-        return responder.fail(f"premigrate configuration error: {error}")
-    except Exception:
-        logger.exception("unexpected error while handling a CloudFormation request")
-        return responder.fail("premigrate hit an unexpected error; the function's log has the details")
+    except Exception as error:
+        return _respond(responder, refused(error))
     finally:
         guard.cancel()
 
@@ -131,36 +129,28 @@ def _handle(event: dict[str, Any], responder: Responder, time_left: Callable[[],
     if request.request_type not in ("Create", "Update"):
         return responder.fail(f"unknown RequestType {request.request_type!r}; expected Create, Update or Delete")
 
-    settings = LambdaSettings.from_env()
+    # A stack rollback sends an Update with the older migration set: the schema stays ahead.
+    rollback_safe = {"accept_database_ahead": True} if request.request_type == "Update" else {}
+    config = function_config(rollback_safe, "the CloudFormation request")
     if request.request_type == "Create":
         # Derived from the database, not from time, so later Updates keep it and never cause a replacement.
-        responder.physical_resource_id = settings.database_identity
-    outcome = run_engine(
-        Invocation(
-            caller="cloudformation",
-            request_id=request.request_id,
-            action="migrate",
-            time_left=time_left,
-            settings=settings,
-            # A stack rollback sends an Update with the older migration set: the schema stays ahead.
-            overrides={"accept_database_ahead": request.request_type == "Update"},
-        )
-    )
-    return _respond(responder, outcome)
+        responder.physical_resource_id = database_identity(config)
+    request_to_run = Request("migrate", caller="cloudformation", request_id=request.request_id)
+    return _respond(responder, run(config, request_to_run, time_left))
 
 
-def _respond(responder: Responder, outcome: Outcome) -> dict[str, Any]:
-    report = outcome.report or {}
-    if not outcome.ok:
-        return responder.fail(f"premigrate {outcome.error_kind} error: {outcome.error}")
-    if outcome.stopped_for_time:
+def _respond(responder: Responder, result: Result) -> dict[str, Any]:
+    if not result.ok or result.report is None:
+        return responder.fail(f"premigrate {result.error_kind} error: {result.error}")
+    report = result.report
+    if result.stopped_for_time:
         return responder.fail(
-            f"premigrate applied {len(report['applied'])} migration(s), then ran short of time with "
-            f"{len(report['pending'])} still pending; they stay applied, and the next deploy continues"
+            f"premigrate applied {len(report.applied)} migration(s), then ran short of time with "
+            f"{len(report.pending)} still pending; they stay applied, and the next deploy continues"
         )
     data = {
-        "SchemaVersionBefore": report.get("schema_version_before") or "none",
-        "SchemaVersionAfter": report.get("schema_version_after") or "none",
-        "AppliedCount": str(len(report.get("applied", []))),
+        "SchemaVersionBefore": report.schema_version_before or "none",
+        "SchemaVersionAfter": report.schema_version_after or "none",
+        "AppliedCount": str(len(report.applied)),
     }
-    return responder.succeed(data, "; ".join(report.get("notes", [])))
+    return responder.succeed(data, "; ".join(report.notes))

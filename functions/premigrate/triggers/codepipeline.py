@@ -19,19 +19,17 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import CodePipelineJobEvent
 
 from premigrate.adapters.artifact import MAX_ARCHIVE_BYTES, migrations_from_zip
-from premigrate.engine import MigrationSet, MigrationSetError, PremigrateError
-from premigrate.triggers.invocation import Invocation, Outcome, logger, run_engine
+from premigrate.engine import ConfigurationError, MigrationSet, MigrationSetError
+from premigrate.service import Request, Result
+from premigrate.triggers.invocation import function_config, logger, refused, run
 
-_PARAMETERS: dict[str, type | tuple[type, ...]] = {
-    "dry_run": bool,
-    "migrations_path": str,
-    "target": str,
-    "lock_wait_seconds": (int, float),
-}
+_PARAMETERS: dict[str, type] = {"dry_run": bool, "migrations_path": str}
+SETTINGS = ("target", "lock_wait_seconds")
+"""The UserParameters that are settings of the run, checked as the environment's are."""
 _MAX_MESSAGE = 5000
 
 
-class UserParametersError(PremigrateError):
+class UserParametersError(ConfigurationError):
     pass
 
 
@@ -53,13 +51,8 @@ def handle(event: dict[str, Any], time_left: Callable[[], float]) -> dict[str, A
     try:
         step = _continuation_step(job_event)
         result = _handle(job_event, step, time_left)
-    except PremigrateError as error:
-        result = Outcome(False, error=str(error), error_kind="configuration")
-    except Exception:
-        logger.exception("unexpected error while handling a CodePipeline job")
-        result = Outcome(
-            False, error="premigrate hit an unexpected error; the function's log has the details", error_kind="internal"
-        )
+    except Exception as error:
+        result = refused(error)
     return _report_job(client, job_id, step, result)
 
 
@@ -74,26 +67,21 @@ def _continuation_step(job: CodePipelineJobEvent) -> int:
         raise UserParametersError("the job's continuation token is not one premigrate made") from None
 
 
-def _handle(job: CodePipelineJobEvent, step: int, time_left: Callable[[], float]) -> Outcome:
+def _handle(job: CodePipelineJobEvent, step: int, time_left: Callable[[], float]) -> Result:
     try:
         parameters = parse_user_parameters(job.data.action_configuration.configuration.user_parameters)
     except (KeyError, TypeError, AttributeError):
         raise UserParametersError("malformed CodePipeline event: no action configuration") from None
-    overrides: dict[str, Any] = {}
-    if "target" in parameters:
-        overrides["target"] = parameters["target"]
-    if "lock_wait_seconds" in parameters:
-        overrides["lock_wait_seconds"] = float(parameters["lock_wait_seconds"])
-    return run_engine(
-        Invocation(
-            caller="codepipeline",
-            request_id=f"{job.get_id}#{step}",
-            action="plan" if parameters.get("dry_run") else "migrate",
-            time_left=time_left,
-            migrations=_artifact_migrations(job, parameters.get("migrations_path", "migrations")),
-            overrides=overrides,
-        )
+    config = function_config({key: parameters[key] for key in SETTINGS if key in parameters}, "UserParameters")
+    folder = parameters.get("migrations_path", "migrations")
+    request = Request(
+        "plan" if parameters.get("dry_run") else "migrate",
+        caller="codepipeline",
+        request_id=f"{job.get_id}#{step}",
+        # Read inside the run, so that a bad artifact is refused and logged as a bundled set would be.
+        load_migrations=(lambda: _artifact_migrations(job, folder)) if job.data.input_artifacts else None,
     )
+    return run(config, request, time_left)
 
 
 def parse_user_parameters(text: str | None) -> dict[str, Any]:
@@ -105,21 +93,20 @@ def parse_user_parameters(text: str | None) -> dict[str, Any]:
         raise UserParametersError(f"UserParameters is not JSON ({error.msg} at character {error.pos})") from None
     if not isinstance(parameters, dict):
         raise UserParametersError('UserParameters must be a JSON object, like {"dry_run": true}')
-    allowed = ", ".join(_PARAMETERS)
+    allowed = ", ".join((*_PARAMETERS, *SETTINGS))
     for key, value in parameters.items():
+        if key in SETTINGS:
+            continue  # checked with the run's other settings
         expected = _PARAMETERS.get(key)
         if expected is None:
             raise UserParametersError(f"UserParameters has an unknown key {key!r}; the keys are {allowed}")
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        if not isinstance(value, expected):
             raise UserParametersError(f"UserParameters {key!r} has the wrong type ({type(value).__name__})")
     return parameters
 
 
-def _artifact_migrations(job: CodePipelineJobEvent, folder: str) -> MigrationSet | None:
-    artifacts = job.data.input_artifacts
-    if not artifacts:
-        return None
-    location = artifacts[0].location.s3_location
+def _artifact_migrations(job: CodePipelineJobEvent, folder: str) -> MigrationSet:
+    location = job.data.input_artifacts[0].location.s3_location
     s3 = job.setup_s3_client()  # type: ignore[no-untyped-call]
     body = s3.get_object(Bucket=location.bucket_name, Key=location.key)["Body"]
     data = body.read(MAX_ARCHIVE_BYTES + 1)
@@ -128,26 +115,25 @@ def _artifact_migrations(job: CodePipelineJobEvent, folder: str) -> MigrationSet
     return migrations_from_zip(data, folder)
 
 
-def _report_job(client: Any, job_id: str, step: int, outcome: Outcome) -> dict[str, Any]:
-    report = outcome.report or {}
+def _report_job(client: Any, job_id: str, step: int, result: Result) -> dict[str, Any]:
     try:
-        if not outcome.ok:
-            message = f"premigrate {outcome.error_kind} error: {outcome.error}"
+        if not result.ok or result.report is None:
+            message = f"premigrate {result.error_kind} error: {result.error}"
             client.put_job_failure_result(
                 jobId=job_id,
                 failureDetails={"type": "JobFailed", "message": message[:_MAX_MESSAGE]},
             )
-        elif outcome.stopped_for_time:
+        elif result.stopped_for_time:
             client.put_job_success_result(jobId=job_id, continuationToken=json.dumps({"step": step + 1}))
         else:
             client.put_job_success_result(
                 jobId=job_id,
                 outputVariables={
-                    "SchemaVersionBefore": report.get("schema_version_before") or "none",
-                    "SchemaVersionAfter": report.get("schema_version_after") or "none",
-                    "AppliedCount": str(len(report.get("applied", []))),
+                    "SchemaVersionBefore": result.report.schema_version_before or "none",
+                    "SchemaVersionAfter": result.report.schema_version_after or "none",
+                    "AppliedCount": str(len(result.report.applied)),
                 },
             )
     except Exception:
         logger.exception("could not report the job's result to CodePipeline")
-    return outcome.to_dict()
+    return result.to_dict()

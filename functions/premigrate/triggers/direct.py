@@ -2,7 +2,7 @@
 
     {"action": "plan" | "migrate" | "status" | "validate", "target": "42", "lock_wait_seconds": 60}
 
-Returns the engine's report as JSON: ``{"ok": true, "report": {...}}`` or ``{"ok": false, "error": ...,
+Returns the service's result as JSON: ``{"ok": true, "report": {...}}`` or ``{"ok": false, "error": ...,
 "error_kind": ...}``. It never takes SQL from the event: only these keys are accepted.
 """
 
@@ -11,42 +11,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from premigrate.triggers.invocation import Invocation, Outcome, logger, run_engine
+from premigrate.engine import ConfigurationError
+from premigrate.service import Request
+from premigrate.triggers.invocation import function_config, refused, run
 
 ACTIONS = ("plan", "migrate", "status", "validate")
-_OPTIONS: dict[str, type | tuple[type, ...]] = {"target": str, "lock_wait_seconds": (int, float), "request_id": str}
+SETTINGS = ("target", "lock_wait_seconds")
+"""The settings a direct invoke may change for its run; checked as the environment's are."""
 
 
 def handle(event: dict[str, Any], request_id: str, time_left: Callable[[], float]) -> dict[str, Any]:
-    problem = _problem(event)
-    if problem:
-        logger.error(problem)
-        return Outcome(False, error=problem, error_kind="configuration").to_dict()
-    overrides: dict[str, Any] = {key: event[key] for key in ("target", "lock_wait_seconds") if key in event}
-    return run_engine(
-        Invocation(
-            caller="direct",
-            request_id=event.get("request_id", request_id),
-            action=event["action"],
-            time_left=time_left,
-            overrides=overrides,
-        )
-    ).to_dict()
+    try:
+        _check(event)
+        config = function_config({key: event[key] for key in SETTINGS if key in event}, "the direct invoke's")
+    except Exception as error:
+        return refused(error).to_dict()
+    request = Request(event["action"], caller="direct", request_id=event.get("request_id", request_id))
+    return run(config, request, time_left).to_dict()
 
 
-def _problem(event: dict[str, Any]) -> str | None:
+def _check(event: dict[str, Any]) -> None:
     action = event.get("action")
     if action not in ACTIONS:
-        return f'unknown action {action!r}: send {{"action": "plan"}} (or {", ".join(ACTIONS[1:])})'
-    for key, value in event.items():
-        if key == "action":
-            continue
-        expected = _OPTIONS.get(key)
-        if expected is None:
-            return (
-                f"unknown key {key!r}; a direct invoke takes action plus {', '.join(_OPTIONS)} "
+        raise ConfigurationError(f'unknown action {action!r}: send {{"action": "plan"}} (or {", ".join(ACTIONS[1:])})')
+    for key in event:
+        if key not in ("action", "request_id", *SETTINGS):
+            raise ConfigurationError(
+                f"unknown key {key!r}; a direct invoke takes action plus {', '.join((*SETTINGS, 'request_id'))} "
                 "(it never runs SQL from the event)"
             )
-        if not isinstance(value, expected) or isinstance(value, bool):
-            return f"{key!r} has the wrong type ({type(value).__name__})"
-    return None
+    if not isinstance(event.get("request_id", ""), str):
+        raise ConfigurationError(f"'request_id' has the wrong type ({type(event['request_id']).__name__})")

@@ -1,0 +1,31 @@
+"""The engine's settings: the one place their defaults live (the application service declares each
+setting's environment variable and option on top of these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    schema: str = "public"
+    table: str = "premigrate_schema_history"
+    lock_wait_seconds: float = 300.0
+    """How long to wait for another run's migration lock before giving up (exit code 3)."""
+    lock_timeout_seconds: float = 5.0
+    """PostgreSQL lock_timeout for migration statements: DDL queued behind a busy table gives up, rather
+    than stalling every query that queues behind it."""
+    statement_timeout_seconds: float = 0.0
+    """PostgreSQL statement_timeout for migration statements; 0 means none."""
+    lock_timeout_retries: int = 3
+    """How often a migration that hit lock_timeout is tried again, with growing pauses."""
+    retry_pause_seconds: float = 1.0
+    allow_out_of_order: bool = False
+    target: str | None = None
+    """Apply versions up to and including this one only."""
+    accept_database_ahead: bool = False
+    """Succeed without changes when the database has newer versions than the files (a stack rollback
+    deploys the older set); otherwise those versions are reported as applied migrations whose file is gone."""
+    time_margin_seconds: float = 30.0
+    """With a time budget: no migration starts within this margin of its end, and a running statement is
+    cancelled (its migration rolled back) half-way through the margin."""
