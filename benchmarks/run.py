@@ -28,10 +28,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import CORPORA, Server, _debian_bin_dir, _debian_server  # noqa: E402
-from premigrate.adapters.connection import params_from_url
-from premigrate.adapters.postgres import connect  # noqa: E402
+from pgservers import CORPORA, Server, debian_bin_dir, debian_server  # noqa: E402
+from premigrate.adapters.connection import params_from_url  # noqa: E402
 from premigrate.adapters.folder import load_folder  # noqa: E402
+from premigrate.adapters.postgres import connect  # noqa: E402
 from premigrate.engine import Engine  # noqa: E402
 from premigrate.engine.history import HistoryTable  # noqa: E402
 
@@ -438,12 +438,12 @@ def package_cases(bench: Bench, work: Path) -> None:
 def corpus_cases(bench: Bench) -> None:
     table = "Real-world folder: Lemmy, 247 migrations (Debian PostgreSQL 15, for pgcrypto)"
     lemmy = CORPORA / "lemmy"
-    bin_dir = _debian_bin_dir()
+    bin_dir = debian_bin_dir()
     if not lemmy.is_dir() or bin_dir is None:
         print(f"  skipped {table}: needs ../shared/corpora and the Debian PostgreSQL binaries")
         return
     files = [str(lemmy / m.script) for m in load_folder(lemmy).versioned]
-    with _debian_server(bin_dir) as server:
+    with debian_server(bin_dir) as server:
         bench.compare(
             table,
             server,

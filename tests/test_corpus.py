@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPORA, Server
+from pgservers import CORPORA, Server
 from premigrate.adapters.folder import load_folder
 from premigrate.cli import main
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from premigrate.adapters.connection import params_from_url
-from premigrate.adapters.postgres import connect
 from premigrate.adapters.folder import load_folder
+from premigrate.adapters.postgres import connect
 from premigrate.engine import (
     ConfigurationError,
     Engine,
@@ -20,6 +20,8 @@ from premigrate.engine import (
     Settings,
     ValidationError,
 )
+from premigrate.engine.clock import SYSTEM_CLOCK, TimeBudget
+from premigrate.engine.database import Database
 
 USERS = "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL);\n"
 
@@ -28,14 +30,31 @@ USERS = "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL);\n"
 def make_engine(database_url: str) -> Iterator:
     connections = []
 
-    def make(folder: Path, time_left=None, **settings) -> Engine:
+    def make(folder: Path, time_left=None, clock=SYSTEM_CLOCK, costs=None, **settings) -> Engine:
+        """``costs``: {text: seconds} a statement containing the text takes on the scripted ``clock``."""
         connection = connect(params_from_url(database_url))
         connections.append(connection)
-        return Engine(connection, load_folder(folder), Settings(**settings), time_left=time_left)
+        database = ScriptedDatabase(connection, clock, costs) if costs else connection
+        return Engine(database, load_folder(folder), Settings(**settings), time_left=time_left, clock=clock)
 
     yield make
     for connection in connections:
         connection.close()
+
+
+class ScriptedDatabase:
+    """A real session whose statements take scripted time: one that contains a key of ``costs`` moves the
+    clock on by its seconds, so time-budget rules are tested without waiting and whatever the machine's load."""
+
+    def __init__(self, database: Database, clock, costs: dict[str, float]) -> None:
+        self.database, self.clock, self.costs = database, clock, costs
+
+    def run(self, sql: str, **params):
+        self.clock.advance(sum(seconds for text, seconds in self.costs.items() if text in sql))
+        return self.database.run(sql, **params)
+
+    def close(self) -> None:
+        self.database.close()
 
 
 def history(db) -> list[tuple]:
@@ -341,25 +360,75 @@ def test_lock_behind_a_transaction_pooler_is_refused(write_migrations, database_
         lock_session.close()
 
 
-def test_time_budget_stops_between_migrations(write_migrations, make_engine, db) -> None:
-    folder = write_migrations({"V1__slow.sql": "SELECT pg_sleep(0.8);", "V2__next.sql": "CREATE TABLE next ();"})
-    deadline = time.monotonic() + 1.5
-    report = make_engine(folder, time_left=lambda: deadline - time.monotonic(), time_margin_seconds=1.0).migrate()
+def test_time_budget_stops_between_migrations(write_migrations, make_engine, db, clock) -> None:
+    folder = write_migrations({"V1__slow.sql": "SELECT 'slow';", "V2__next.sql": "CREATE TABLE next ();"})
+    deadline = clock.now + 1.5  # with a 1 s margin: 0.5 s to start migrations in
+    engine = make_engine(
+        folder,
+        time_left=lambda: deadline - clock.now,
+        clock=clock,
+        costs={"SELECT 'slow'": 0.8},
+        time_margin_seconds=1.0,
+    )
+    report = engine.migrate()
     assert [r.script for r in report.applied] == ["V1__slow.sql"]
     assert [r.script for r in report.pending] == ["V2__next.sql"]
     assert report.stopped_for_time
-    assert "stopped before V2__next.sql" in report.notes[-1]
+    assert "stopped before V2__next.sql: less than 1 s of the time budget left" in report.notes[-1]
     assert not table_exists(db, "next")
 
 
-def test_time_budget_cancels_a_statement_that_would_outlive_it(write_migrations, make_engine, db) -> None:
+def test_time_budget_starts_a_migration_until_the_margin(write_migrations, make_engine, db, clock) -> None:
+    folder = write_migrations({"V1__slow.sql": "SELECT 'slow';", "V2__next.sql": "CREATE TABLE next ();"})
+    deadline = clock.now + 1.9  # after V1, 0.1 s is left before the margin: V2 still starts
+    engine = make_engine(
+        folder,
+        time_left=lambda: deadline - clock.now,
+        clock=clock,
+        costs={"SELECT 'slow'": 0.8},
+        time_margin_seconds=1.0,
+    )
+    assert [r.script for r in engine.migrate().applied] == ["V1__slow.sql", "V2__next.sql"]
+    assert table_exists(db, "next")
+
+
+@pytest.mark.parametrize(
+    ("time_left", "configured", "expected_ms"),
+    [
+        (None, 0.0, 0),  # no budget, no timeout: none
+        (None, 5.0, 5000),  # no budget: the configured one
+        (10.0, 0.0, 8000),  # 6 s to the margin of 4 s, plus half the margin
+        (10.0, 3.0, 3000),  # the configured one when it is shorter
+        (4.01, 0.0, 2010),
+        (0.5, 0.0, 100),  # never below 100 ms: a statement always gets a chance to start
+    ],
+)
+def test_time_budget_caps_the_statement_timeout(time_left, configured, expected_ms) -> None:
+    budget = TimeBudget(None if time_left is None else (lambda: time_left), margin_seconds=4.0)
+    assert budget.statement_timeout_ms(configured) == expected_ms
+
+
+def test_time_budget_cancels_a_statement_that_would_outlive_it(write_migrations, make_engine, db, clock) -> None:
     folder = write_migrations({"V1__too_slow.sql": "CREATE TABLE t ();\nSELECT pg_sleep(30);"})
-    deadline = time.monotonic() + 3.0
-    engine = make_engine(folder, time_left=lambda: deadline - time.monotonic(), time_margin_seconds=1.0)
+    engine = make_engine(folder, time_left=lambda: 1.5, clock=clock, time_margin_seconds=1.0)
+    started = time.monotonic()
     with pytest.raises(MigrationFailedError, match="ERROR 57014: canceling statement due to statement timeout"):
-        engine.migrate()
-    assert time.monotonic() < deadline
+        engine.migrate()  # the server cancels it at 0.5 s to the margin + half the margin = 1 s
+    assert time.monotonic() - started < 20  # cancelled by the server, not waited out
     assert not table_exists(db, "t")
+
+
+def test_lock_wait_is_measured_on_the_clock(write_migrations, make_engine, database_url, clock) -> None:
+    folder = write_migrations({"V1__users.sql": USERS})
+    holder = connect(params_from_url(database_url))
+    engine = make_engine(folder, clock=clock, lock_wait_seconds=300)
+    holder.run("SELECT pg_advisory_lock(:a, :b)", a=0x5052454D, b=engine.lock.key)
+    try:
+        with pytest.raises(LockNotAcquiredError, match=r"for the whole lock wait limit \(300 s\)"):
+            engine.migrate()
+    finally:
+        holder.close()
+    assert 299.999 <= clock.slept <= 301  # polled until the wait was used up, never beyond it
 
 
 def test_database_ahead_of_the_files_is_accepted_only_when_asked(write_migrations, make_engine, db) -> None:

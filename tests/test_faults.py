@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from premigrate.adapters.connection import params_from_url
-from premigrate.adapters.postgres import connect
 from premigrate.adapters.folder import load_folder
+from premigrate.adapters.postgres import connect
 from premigrate.cli import main
 from premigrate.engine import Engine, MigrationFailedError, Settings
 

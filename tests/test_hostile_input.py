@@ -200,13 +200,6 @@ def recorder() -> Iterator[Recorder]:
 
 
 @pytest.fixture
-def function_env(monkeypatch, database_url, write_migrations):
-    monkeypatch.setenv("PREMIGRATE_DATABASE_URL", database_url)
-    monkeypatch.delenv("PREMIGRATE_SECRET_ID", raising=False)
-    monkeypatch.setenv("PREMIGRATE_MIGRATIONS", str(write_migrations({"V1__users.sql": "CREATE TABLE users ();"})))
-
-
-@pytest.fixture
 def examples() -> collections.Counter[str]:
     """Counts what a property-based test's examples did (one fixture for all of its examples)."""
     return collections.Counter()

@@ -71,14 +71,9 @@ def lambda_logs() -> Iterator[io.StringIO]:
 
 
 @pytest.fixture
-def function_env(monkeypatch: pytest.MonkeyPatch, database_url: str, write_migrations, aws) -> Path:
-    """The function configured for the test database and a migrations folder (returned)."""
-    folder = write_migrations({"V1__users.sql": USERS})
-    monkeypatch.setenv("PREMIGRATE_DATABASE_URL", database_url)
-    monkeypatch.delenv("PREMIGRATE_SECRET_ID", raising=False)
-    monkeypatch.setenv("PREMIGRATE_MIGRATIONS", str(folder))
-    monkeypatch.setenv("PREMIGRATE_TIME_MARGIN", "1")
-    return folder
+def function_env(function_env: Path, aws) -> Path:
+    """conftest's function_env, with AWS on moto's local server."""
+    return function_env
 
 
 class ResponseInbox:

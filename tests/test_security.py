@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import _debian_bin_dir, _free_port
+from pgservers import debian_bin_dir, free_port
 from premigrate.adapters.connection import ConnectionParams, params_from_url
 from premigrate.adapters.postgres import connect
 from premigrate.engine import ConfigurationError
@@ -58,7 +58,7 @@ def pem(certificate) -> bytes:
 def tls_server() -> Iterator[tuple[int, Path, Path]]:
     """A PostgreSQL (Debian's, built with OpenSSL) whose certificate says "localhost", signed by our CA.
     Yields its port, our CA's file and another CA's file."""
-    bin_dir = _debian_bin_dir()
+    bin_dir = debian_bin_dir()
     if bin_dir is None:
         pytest.skip("needs the Debian PostgreSQL binaries (the embedded server has no TLS)")
     home = Path(tempfile.mkdtemp(prefix="premigrate-test-tls-"))
@@ -88,7 +88,7 @@ def tls_server() -> Iterator[tuple[int, Path, Path]]:
     if os.geteuid() == 0:
         shutil.chown(data / "server.crt", "postgres")
         shutil.chown(data / "server.key", "postgres")
-    port = _free_port()
+    port = free_port()
     options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c ssl=on"
     subprocess.run(
         [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(home / "log"), "-w", "start"],

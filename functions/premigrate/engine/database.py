@@ -50,7 +50,7 @@ class Database(Protocol):
     """One PostgreSQL session."""
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
-        """Run SQL and return the rows of its last statement (``[]`` when it returns none).
+        """Run SQL and return the rows its statements return, in order (``[]`` when none returns rows).
 
         With no parameters ``sql`` may hold several statements, sent as one simple-protocol query: they run
         in one implicit transaction unless the text has its own BEGIN/COMMIT, exactly as psql would send
