@@ -154,3 +154,9 @@ def test_the_same_error_is_the_same_category_and_exit_code_from_every_front_door
     assert (body["error_kind"], code) == (category, EXIT_CODES[category])
     assert (answer["ok"], answer["error_kind"]) == (False, category)
     assert answer["error"].split(":")[-1] == body["error"].split(":")[-1]  # the same message, bar the source
+
+
+def test_the_readme_lists_every_setting_by_its_option_and_variable() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for spec in SPECS.values():
+        assert f"| `{spec.option}" in readme and f"| `{spec.env}` |" in readme, spec.env

@@ -596,3 +596,22 @@ def test_function_refuses_a_bad_duration_clearly(monkeypatch) -> None:
     monkeypatch.setenv("PREMIGRATE_LOCK_TIMEOUT", "-5")
     with pytest.raises(ConfigurationError, match=r"PREMIGRATE_LOCK_TIMEOUT: '-5' is not a duration; write it like 30"):
         function_config()
+
+
+def test_a_bad_file_is_the_same_validation_error_bundled_or_in_an_artifact(
+    function_env, write_migrations, pipeline, lambda_logs
+) -> None:
+    upload_zip("build/bad.zip", {"migrations/V1__users.sql": USERS, "migrations/V2_one_underscore.sql": "SELECT 1;"})
+    invoke(job_event("job-artifact", artifact_key="build/bad.zip"))
+    from_artifact = pipeline.last()
+    write_migrations({"V2_one_underscore.sql": "SELECT 1;"})
+    invoke(job_event("job-bundled"))
+    bundled = pipeline.last()
+    for operation, params in (from_artifact, bundled):
+        assert operation == "PutJobFailureResult"
+        assert params["failureDetails"]["message"].startswith(
+            "premigrate validation error: the migration set cannot be used (nothing was applied):\n"
+            "  - V2_one_underscore.sql"
+        )
+    logged = [json.loads(line) for line in lambda_logs.getvalue().splitlines() if '"level":"ERROR"' in line]
+    assert [entry["error_kind"] for entry in logged] == ["validation", "validation"]

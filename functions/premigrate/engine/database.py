@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 LOCK_NOT_AVAILABLE = "55P03"
 IN_FAILED_TRANSACTION = "25P02"
-QUERY_CANCELED = "57014"
 
 
 class ServerError(Exception):
