@@ -615,3 +615,16 @@ def test_a_bad_file_is_the_same_validation_error_bundled_or_in_an_artifact(
         )
     logged = [json.loads(line) for line in lambda_logs.getvalue().splitlines() if '"level":"ERROR"' in line]
     assert [entry["error_kind"] for entry in logged] == ["validation", "validation"]
+
+
+def test_a_function_without_a_database_says_which_setting_is_missing(function_env, monkeypatch) -> None:
+    monkeypatch.delenv("PREMIGRATE_DATABASE_URL")
+    missing = "no database given: set PREMIGRATE_SECRET_ID to the RDS secret's ARN"
+    direct = invoke({"action": "plan"})
+    assert (direct["ok"], direct["error_kind"]) == (False, "configuration")
+    assert direct["error"].startswith(missing)
+    inbox = ResponseInbox()
+    invoke(cfn_event("Create", inbox))
+    answer = inbox.received()
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith(f"premigrate configuration error: {missing}")

@@ -34,12 +34,12 @@ def describe_database(config: Config) -> str:
     """Where a run connects, for messages: never a password."""
     if config.database_url:
         return _url_params(config).describe()
-    return f"the database of secret {config.secret_id}"
+    return f"the database of secret {_required_secret(config)}"
 
 
 def database_identity(config: Config) -> str:
     """A stable name of the target database (never a password): the same database gives the same id."""
-    where = config.secret_id or _url_params(config).describe()
+    where = _url_params(config).describe() if config.database_url else _required_secret(config)
     digest = hashlib.sha256(f"{where}|{config.schema}".encode()).hexdigest()[:16]
     return f"premigrate-{digest}"
 
@@ -58,11 +58,7 @@ def open_database(config: Config, budget: TimeBudget, clock: Clock, observer: Ob
     connector = _Connector(config, budget, clock, observer)
     if config.database_url:
         return connector.connect(_url_params(config))
-    if not config.secret_id:
-        raise ConfigurationError(
-            "no database given: set PREMIGRATE_DATABASE_URL or PREMIGRATE_SECRET_ID "
-            "(--database-url or --secret-id on the command line)"
-        )
+    _required_secret(config)
     for attempt, (force_fetch, version_stage) in enumerate(_SECRET_STAGES):
         params = connector.secret_params(force_fetch=force_fetch, version_stage=version_stage)
         try:
@@ -75,6 +71,15 @@ def open_database(config: Config, budget: TimeBudget, clock: Clock, observer: Ob
                 next_stage=_SECRET_STAGES[attempt + 1][1] or "AWSCURRENT",
             )
     raise AssertionError("unreachable: the last stage returns or raises")
+
+
+def _required_secret(config: Config) -> str:
+    if not config.secret_id:
+        raise ConfigurationError(
+            "no database given: set PREMIGRATE_SECRET_ID to the RDS secret's ARN, or PREMIGRATE_DATABASE_URL "
+            "(--secret-id or --database-url on the command line)"
+        )
+    return config.secret_id
 
 
 def _url_params(config: Config) -> ConnectionParams:
