@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -160,7 +159,3 @@ def build_parser() -> argparse.ArgumentParser:
     new = commands.add_parser("new", parents=[common], help="create the next V<version>__<description>.sql")
     new.add_argument("description")
     return parser
-
-
-if __name__ == "__main__":
-    sys.exit(main())
