@@ -13,12 +13,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# An editable install is never byte-compiled by pip, and with PYTHONDONTWRITEBYTECODE set (as in many CI
+# images) every start would compile premigrate again (~15 ms): compile it once here.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	$(BIN)/python -m compileall -q functions/premigrate
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m compileall -q functions/premigrate
 	touch $@
 
 run: $(VENV)/.installed-run
