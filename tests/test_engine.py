@@ -250,7 +250,7 @@ def test_existing_database_must_be_baselined_first(write_migrations, make_engine
             "V3__orders.sql": "CREATE TABLE orders ();",
         }
     )
-    with pytest.raises(ValidationError, match=r"already has tables \(users\).*premigrate baseline --version V"):
+    with pytest.raises(ValidationError, match=r"already has tables \(public\.users\).*premigrate baseline --version V"):
         make_engine(folder).migrate()
     assert not table_exists(db, "premigrate_schema_history")
 

@@ -129,7 +129,8 @@ SCENARIOS = {
         Category.VALIDATION,
     ),
     "a failing statement": ({"V1__bad.sql": "CREATE TABLE t (id int);\nSELEC 1;"}, Category.MIGRATION),
-    "a read-only database": ({"V1__users.sql": "CREATE TABLE users ();"}, Category.DATABASE),
+    "a read-only database": ({"V1__users.sql": "CREATE TABLE users ();"}, Category.CONFIGURATION),
+    "a schema premigrate may not write": ({"V1__users.sql": "CREATE TABLE users ();"}, Category.DATABASE),
     "a target that is no version": ({"V1__users.sql": "CREATE TABLE users ();"}, Category.CONFIGURATION),
     "an unreachable database": ({"V1__users.sql": "CREATE TABLE users ();"}, Category.CONFIGURATION),
 }
@@ -146,14 +147,22 @@ def test_the_same_error_is_the_same_category_and_exit_code_from_every_front_door
         db.run(f'ALTER DATABASE "{params_from_url(database_url).database}" SET default_transaction_read_only = on')
     if scenario == "a target that is no version":
         options = {"target": "latest"}
+    if scenario == "a schema premigrate may not write":  # even a superuser may not create tables there
+        options = {"schema": "pg_toast"}
     if scenario == "an unreachable database":
         database_url = "postgresql://app@127.0.0.1:1/app?sslmode=disable"
     cli_options = [text for name, value in options.items() for text in (SPECS[name].option, value)]
     code, body = cli(capsys, "up", "--database-url", database_url, "--migrations", str(folder), *cli_options)
+    if "schema" in options:
+        monkeypatch.setenv("PREMIGRATE_SCHEMA", options.pop("schema"))
     answer = direct(monkeypatch, database_url, folder, **options)
     assert (body["error_kind"], code) == (category, EXIT_CODES[category])
     assert (answer["ok"], answer["error_kind"]) == (False, category)
-    assert answer["error"].split(":")[-1] == body["error"].split(":")[-1]  # the same message, bar the source
+    if scenario == "a schema premigrate may not write":  # the Lambda's run ledger is refused first
+        assert answer["error"].startswith("the database refused an operation premigrate needs: ERROR 42501")
+        assert body["error"].startswith("the database refused an operation premigrate needs: ERROR 42501")
+    else:  # the same message, bar the source of a bad value
+        assert answer["error"].split(": ", 1)[-1] == body["error"].split(": ", 1)[-1]
 
 
 def test_the_readme_lists_every_setting_by_its_option_and_variable() -> None:

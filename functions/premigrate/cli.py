@@ -85,20 +85,29 @@ def _invoke(config: Config, event_file: str, remaining_seconds: float) -> int:
     return 0 if result.get("ok") or result.get("Status") == "SUCCESS" else EXIT_CODES[Category.MIGRATION]
 
 
+_LONGEST_SLUG = 100
+"""File names stay far below the usual 255-byte limit, whatever the description's length."""
+
+
 def _new_migration(folder: Path, description: str) -> int:
     from premigrate.adapters.folder import load_folder
     from premigrate.engine import ConfigurationError, Version
 
-    slug = re.sub(r"[^0-9a-z]+", "_", description.lower()).strip("_")
+    slug = re.sub(r"\W+", "_", description.lower()).strip("_")[:_LONGEST_SLUG].rstrip("_")
     if not slug:
         raise ConfigurationError('the description needs at least one letter or digit, like "add sessions"')
+    if folder.exists() and not folder.is_dir():
+        raise ConfigurationError(f"{folder} is a file, not a folder of migrations: give the folder with --migrations")
     migrations = load_folder(folder) if folder.is_dir() else None
     versions = [m.version for m in migrations.versioned if m.version] if migrations else []
     highest = max(versions, default=Version((0,), "0"))
     width = max((len(v.text) for v in versions if v.text.isdigit()), default=1)
     path = folder / f"V{highest.key[0] + 1:0{width}d}__{slug}.sql"
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"-- {description}\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"-- {description}\n", encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(f"cannot create {path}: {error.strerror or error}") from None
     print(path)
     return 0
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from premigrate.engine import indexes
 from premigrate.engine.clock import Clock, TimeBudget
 from premigrate.engine.database import (
     IN_FAILED_TRANSACTION,
@@ -18,8 +18,9 @@ from premigrate.engine.database import (
     Database,
     ServerError,
 )
-from premigrate.engine.errors import MigrationFailedError
+from premigrate.engine.errors import LockLostError, MigrationFailedError
 from premigrate.engine.history import REPEATABLE, VERSIONED, HistoryTable
+from premigrate.engine.lock import MigrationLock
 from premigrate.engine.migrations import ExecutionMode, Migration
 from premigrate.engine.report import MigrationRun
 from premigrate.engine.settings import Settings
@@ -27,6 +28,15 @@ from premigrate.engine.statements import Statement, line_and_column
 
 ProgressCallback = Callable[[str, MigrationRun], None]
 """Called with ("started" | "finished", run) around each migration."""
+
+_OWN_IDENTITY = "RESET ROLE; RESET SESSION AUTHORIZATION"
+"""Before a history row is written: a migration may end as another role (SET ROLE), without rights on it."""
+_FRESH_SESSION = f"{_OWN_IDENTITY}; RESET ALL; CLOSE ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES"
+"""After every migration, what a migration may have changed in the session is put back, so each one sees
+the session psql would give a file of its own, and one run gives what several runs give (a pg_dump header's
+``set_config('search_path', '', false)`` must not reach the next file). It is DISCARD ALL but for
+pg_advisory_unlock_all (the migration lock stays ours) and DEALLOCATE ALL (the driver's prepared
+statements)."""
 
 
 def run_of(migration: Migration, duration_ms: float | None = None, attempts: int = 1) -> MigrationRun:
@@ -45,6 +55,7 @@ def run_of(migration: Migration, duration_ms: float | None = None, attempts: int
 class Applier:
     db: Database
     history: HistoryTable
+    lock: MigrationLock
     settings: Settings
     budget: TimeBudget
     clock: Clock
@@ -75,16 +86,25 @@ class Applier:
                     self.db.run(opening)
                 for index, statement in enumerate(migration.statements):
                     self._execute(migration, statement, prefix=opening if index == 0 else "")
-                self._record(migration, started, success=True, then=";\nCOMMIT")
+                _, lock_held = self._session_state()
+                if not lock_held:
+                    raise LockLostError(
+                        f"{migration.script} released premigrate's migration lock (pg_advisory_unlock_all or "
+                        "similar), so another run could start: it was rolled back, nothing of it is applied. "
+                        "Remove the unlock from the migration and run again"
+                    )
+                self._record_or_fail(migration, started, then=f";\nCOMMIT;\n{_FRESH_SESSION}")
                 return attempt
             except MigrationFailedError as failure:
                 self.rollback()
+                self.fresh_session()
                 if failure.sqlstate != LOCK_NOT_AVAILABLE or attempt > self.settings.lock_timeout_retries:
                     failure.args = (f"{failure}\nThe migration was rolled back: nothing of it is applied.",)
                     raise
                 self._pause_before_retry(attempt)
             except BaseException:
                 self.rollback()
+                self.fresh_session()
                 raise
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -95,29 +115,61 @@ class Applier:
         self.db.run(self._timeouts("SET"))
         try:
             for statement in migration.statements:
-                while True:
-                    try:
-                        self._execute(migration, statement)
-                        break
-                    except MigrationFailedError as failure:
-                        # One statement outside a transaction is atomic, so trying it again is safe; in an
-                        # own-transaction file the failure has already aborted the file's transaction.
-                        if (
-                            failure.sqlstate != LOCK_NOT_AVAILABLE
-                            or migration.mode is not ExecutionMode.NO_TRANSACTION
-                            or attempts > self.settings.lock_timeout_retries
-                        ):
-                            raise
-                        self._pause_before_retry(attempts)
-                        attempts += 1
+                attempts = self._execute_with_retries(migration, statement, attempts)
+            self._check_session_after(migration, started)
             self._refuse_invalid_indexes_of(migration)
-            self._record(migration, started, success=True)
+            self._record_or_fail(migration, started, then=f";\n{_FRESH_SESSION}")
         except MigrationFailedError as failure:
             self._record_failure(migration, started, failure)
             raise
-        finally:
-            self._reset_timeouts()
         return attempts
+
+    def _execute_with_retries(self, migration: Migration, statement: Statement, attempts: int) -> int:
+        """One statement outside premigrate's transaction, tried again after lock_timeout; returns the
+        attempts used so far."""
+        while True:
+            try:
+                self._execute(migration, statement)
+                return attempts
+            except MigrationFailedError as failure:
+                # One statement outside a transaction is atomic, so trying it again is safe; in an
+                # own-transaction file the failure has already aborted the file's transaction.
+                if (
+                    failure.sqlstate != LOCK_NOT_AVAILABLE
+                    or migration.mode is not ExecutionMode.NO_TRANSACTION
+                    or attempts > self.settings.lock_timeout_retries
+                ):
+                    raise
+                if leftover := indexes.invalid_built_by(self.db, [statement]):
+                    # CREATE INDEX CONCURRENTLY gave up waiting after it had created its index: a retry
+                    # would only say "already exists".
+                    failure.args = (f"{failure}\n  It left the INVALID index {', '.join(leftover)} behind.",)
+                    raise
+                self._pause_before_retry(attempts)
+                attempts += 1
+
+    def _check_session_after(self, migration: Migration, started: float) -> None:
+        """A file run statement by statement must hand the session back as it got it: no transaction open
+        (psql would roll back what is left open when the file ends) and the migration lock still held."""
+        transaction_open, lock_held = self._session_state()
+        if transaction_open:
+            raise MigrationFailedError(
+                f"{migration.script}: the file ends with a transaction still open (a BEGIN without COMMIT, or "
+                "COMMIT AND CHAIN), so what that transaction did was rolled back, as psql would at the end of "
+                "the file. End the file with COMMIT",
+                script=migration.script,
+            )
+        if lock_held:
+            return
+        if self.lock.take_back(self.db):
+            self._record_or_fail(migration, started, then=f";\n{_FRESH_SESSION}")
+            detail = f"no other run had started, so premigrate took the lock back and recorded {migration.script}"
+        else:
+            detail = f"another run holds it now, so {migration.script} ran but is NOT recorded: check the database"
+        raise LockLostError(
+            f"{migration.script} released premigrate's migration lock (pg_advisory_unlock_all, DISCARD ALL or "
+            f"similar); {detail}. The run stops here: remove the unlock from the migration"
+        )
 
     def _execute(self, migration: Migration, statement: Statement, prefix: str = "") -> None:
         try:
@@ -135,8 +187,29 @@ class Applier:
         except ServerError as error:
             raise _statement_failure(migration, statement, error, len(prefix)) from error
 
+    def _session_state(self) -> tuple[bool, bool]:
+        """(a transaction is open, the migration lock is held). A statement that starts a transaction of its
+        own has now() equal to its own start; inside an older transaction now() is that transaction's start."""
+        rows = self.db.run(f"SELECT now() <> statement_timestamp(), {self.lock.held_sql}")
+        return bool(rows[0][0]), bool(rows[0][1])
+
+    def _record_or_fail(self, migration: Migration, started: float, *, then: str) -> None:
+        """Record success; a refusal at that point (a deferred constraint checked at COMMIT, say) is the
+        migration's failure, named as such."""
+        try:
+            self._record(migration, started, success=True, then=then)
+        except ServerError as error:
+            raise MigrationFailedError(
+                f"{migration.script}: ERROR {error.sqlstate} when its history row was written and committed: "
+                f"{error.message}"
+                + (f"\n  DETAIL: {error.detail}" if error.detail else "")
+                + "\n  (a deferred constraint is checked at COMMIT, after the file's last statement)",
+                script=migration.script,
+                sqlstate=error.sqlstate,
+            ) from error
+
     def _record(self, migration: Migration, started: float, *, success: bool, then: str = "") -> None:
-        """Write the history row; ``then`` rides along in the same round trip (the COMMIT)."""
+        """Write the history row as premigrate's own role; ``then`` rides along in the same round trip."""
         row = self.history.insert_sql(
             version=str(migration.version) if migration.version else None,
             description=migration.description,
@@ -147,12 +220,13 @@ class Applier:
             success=success,
             execution_mode=migration.mode.value,
         )
-        self.db.run(row + then)
+        self.db.run(f"{_OWN_IDENTITY};\n{row}{then}")
 
     def _record_failure(self, migration: Migration, started: float, failure: MigrationFailedError) -> None:
         notes = ["It ran outside premigrate's transaction, so the statements before the failing one stay applied."]
         try:
             self.rollback()
+            self.fresh_session()
             self._record(migration, started, success=False)
             notes.append(
                 "It is recorded as failed and blocks later runs: fix the database by hand, then run "
@@ -163,35 +237,15 @@ class Applier:
             notes.append("The connection is gone, so the failure could not be recorded.")
         failure.args = (f"{failure}\n" + "\n".join(notes),)
 
-    def invalid_indexes(self) -> list[tuple[str, str]]:
-        """(schema-qualified name, bare name) of every INVALID index in the database."""
-        rows = self.db.run(
-            """
-            SELECT format('%I.%I', n.nspname, c.relname), c.relname FROM pg_index i
-            JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE NOT i.indisvalid ORDER BY 1
-            """
-        )
-        return [(str(qualified), str(bare)) for qualified, bare in rows]
-
     def invalid_index_notes(self) -> list[str]:
-        return [
-            f"INVALID index {name} (left by a failed CREATE INDEX CONCURRENTLY): drop it with "
-            f"DROP INDEX CONCURRENTLY {name}; then run `premigrate repair` and run again"
-            for name, _ in self.invalid_indexes()
-        ]
+        return [indexes.advice(name) for name in indexes.all_invalid(self.db)]
 
     def _refuse_invalid_indexes_of(self, migration: Migration) -> None:
         # An interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index behind, which a rerun's
-        # IF NOT EXISTS then silently accepts: a migration that names an INVALID index has not succeeded.
-        named = [
-            qualified
-            for qualified, bare in self.invalid_indexes()
-            if re.search(rf"(?<![\w$]){re.escape(bare)}(?![\w$])", migration.text, re.IGNORECASE)
-        ]
-        if named:
+        # IF NOT EXISTS then silently accepts: a migration whose index is INVALID has not succeeded.
+        if invalid := indexes.invalid_built_by(self.db, migration.statements):
             raise MigrationFailedError(
-                f"{migration.script}: its statements ran, but the index {', '.join(named)} it names is INVALID "
+                f"{migration.script}: its statements ran, but the index {', '.join(invalid)} it names is INVALID "
                 "(an earlier CREATE INDEX CONCURRENTLY was interrupted, and IF NOT EXISTS kept its leftover)",
                 script=migration.script,
             )
@@ -208,9 +262,10 @@ class Applier:
             f"{command} statement_timeout = '{statement_ms}ms'"
         )
 
-    def _reset_timeouts(self) -> None:
+    def fresh_session(self) -> None:
+        """Best effort after a failure: the session as a new one would be (the lock stays held)."""
         try:
-            self.db.run("RESET lock_timeout; RESET statement_timeout")
+            self.db.run(_FRESH_SESSION)
         except ConnectionLostError:
             pass
         except ServerError as error:

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 LOCK_NOT_AVAILABLE = "55P03"
 IN_FAILED_TRANSACTION = "25P02"
+READ_ONLY_TRANSACTION = "25006"
 
 
 class ServerError(Exception):

@@ -18,11 +18,17 @@ from dataclasses import dataclass, field
 from premigrate.engine.applying import Applier, ProgressCallback, run_of
 from premigrate.engine.clock import SYSTEM_CLOCK, Clock, TimeBudget
 from premigrate.engine.database import ConnectionLostError, Database
-from premigrate.engine.errors import ConfigurationError, MigrationSetError, PremigrateError, ValidationError
-from premigrate.engine.history import BASELINE, HistoryRow, HistoryTable
+from premigrate.engine.errors import (
+    ConfigurationError,
+    MigrationSetError,
+    PremigrateError,
+    ValidationError,
+    read_only_database,
+)
+from premigrate.engine.history import BASELINE, HistoryRow, HistoryTable, sql_literal
 from premigrate.engine.ledger import LEDGER_TABLE
 from premigrate.engine.lock import MigrationLock
-from premigrate.engine.migrations import MigrationSet, Version
+from premigrate.engine.migrations import Migration, MigrationSet, Version
 from premigrate.engine.plan import Plan, make_plan
 from premigrate.engine.report import Report
 from premigrate.engine.settings import Settings
@@ -42,11 +48,12 @@ class Engine:
         self.history = HistoryTable(self.settings.schema, self.settings.table)
         self.lock = MigrationLock(f"{self.settings.schema}.{self.settings.table}", self.clock)
         self.budget = TimeBudget(self.time_left, self.settings.time_margin_seconds)
-        self.applier = Applier(self.db, self.history, self.settings, self.budget, self.clock, self.progress)
+        self.applier = Applier(self.db, self.history, self.lock, self.settings, self.budget, self.clock, self.progress)
         try:
             self.target = Version.parse(self.settings.target) if self.settings.target else None
         except ValueError as error:
             raise ConfigurationError(f"target version: {error}") from None
+        _check_settings(self.settings)
 
     # ---- read-only commands: no lock, nothing written -------------------------------------------
 
@@ -100,6 +107,7 @@ class Engine:
             self.lock.release(self.db)
 
     def _migrate(self, report: Report) -> None:
+        self._check_writable()
         # Read the history only now, under the lock: a run that waited for another sees its work done.
         plan = self._checked_plan(self._read_history(create=True))
         report.schema_version_before = plan.current_version
@@ -165,6 +173,11 @@ class Engine:
             self.history.update_checksum(self.db, row.installed_rank, migration.checksum)
             report.notes.append(f"recorded the new checksum of {migration.script}")
         report.notes.extend(self.applier.invalid_index_notes())
+        report.notes.extend(
+            f"{state.script} is applied but its file is gone: repair cannot fix that; put the file back"
+            for state in plan.states
+            if state.state == "missing-file"
+        )
         if not report.notes:
             report.notes.append("nothing to repair")
         report.schema_version_before = report.schema_version_after = plan.current_version
@@ -177,7 +190,7 @@ class Engine:
         if others := self.history.other_relations(self.db, ignoring=(LEDGER_TABLE,)):
             raise ValidationError(
                 [
-                    f"schema {self.settings.schema!r} already has tables ({', '.join(others)}) but no "
+                    f"the database already has tables ({', '.join(others)}) but no "
                     f"{self.history.qualified_name} history table, so premigrate cannot tell which migrations "
                     "made them. Run `premigrate baseline --version V` with the version the database is at "
                     "(V and every lower version are then recorded as applied without running), then run again"
@@ -202,10 +215,32 @@ class Engine:
             error = ValidationError(plan.problems)
             error.report = self._report("plan", plan, self.clock.monotonic())
             raise error
-        set_problems = [problem for migration in plan.pending for problem in migration.check()]
+        set_problems = [problem for migration in plan.pending for problem in _problems_of(migration)]
         if set_problems:
             raise MigrationSetError(set_problems)
+        last_file = self.migrations.versioned[-1].version if self.migrations.versioned else None
+        if self.target is not None and (last_file is None or self.target > last_file):
+            raise ConfigurationError(
+                f"target version {self.target} is beyond the last migration file ({last_file or 'there is none'}); "
+                "give the version of a file, or no target to apply everything"
+            )
         return plan
+
+    def _check_writable(self) -> None:
+        """Refuse before anything runs what would fail only when a migration is recorded."""
+        table = self.history.qualified_name
+        rows = self.db.run(
+            "SELECT current_setting('transaction_read_only') = 'on', current_user, "
+            f"to_regclass({sql_literal(table)}) IS NULL OR has_table_privilege({sql_literal(table)}, 'INSERT')"
+        )
+        read_only, user, may_insert = rows[0]
+        if read_only:
+            raise read_only_database()
+        if not may_insert:
+            raise ConfigurationError(
+                f"role {user} may not INSERT into {table}, so premigrate could not record what it applies: "
+                "connect as the role that owns the history table, or grant it INSERT"
+            )
 
     def _report(self, action: str, plan: Plan, started: float, notes: list[str] | None = None) -> Report:
         return Report(
@@ -220,3 +255,36 @@ class Engine:
 
     def _ms_since(self, started: float) -> float:
         return round((self.clock.monotonic() - started) * 1000, 1)
+
+
+_POSTGRES_LONGEST_TIMEOUT_MS = 2**31 - 1
+
+
+def _check_settings(settings: Settings) -> None:
+    if not settings.schema:
+        raise ConfigurationError("the schema of the history table must not be empty")
+    for name, seconds in (
+        ("lock_timeout", settings.lock_timeout_seconds),
+        ("statement_timeout", settings.statement_timeout_seconds),
+    ):
+        if seconds and round(seconds * 1000) < 1:
+            raise ConfigurationError(
+                f"{name} {seconds:g} s is below PostgreSQL's resolution of 1 ms (it would mean no limit at all): "
+                "give at least 1ms, or 0 for no limit"
+            )
+        if seconds * 1000 > _POSTGRES_LONGEST_TIMEOUT_MS:
+            raise ConfigurationError(
+                f"{name} {seconds:g} s is above PostgreSQL's longest, {_POSTGRES_LONGEST_TIMEOUT_MS} ms (about 24 days)"
+            )
+
+
+def _problems_of(migration: Migration) -> list[str]:
+    problems = migration.check()
+    try:
+        migration.script.encode("utf-8")
+    except UnicodeEncodeError:
+        problems.append(
+            f"{migration.script!r}: the file name is not valid UTF-8, so it cannot be recorded in the history: "
+            "rename the file"
+        )
+    return problems

@@ -53,6 +53,10 @@ class LockNotAcquiredError(PremigrateError):
     """Another run held the migration lock for longer than the lock wait limit."""
 
 
+class LockLostError(PremigrateError):
+    """A migration released the migration lock itself; the run stops before another could get in."""
+
+
 class MigrationFailedError(PremigrateError):
     """A statement of a migration failed; the message names the file, line, column and SQL error."""
 
@@ -70,3 +74,11 @@ class MigrationFailedError(PremigrateError):
         self.line = line
         self.column = column
         self.sqlstate = sqlstate
+
+
+def read_only_database() -> ConfigurationError:
+    """What a read-only endpoint gets, whichever statement of premigrate's own it refused first."""
+    return ConfigurationError(
+        "the database is read-only (transaction_read_only is on: a replica, or a reader endpoint): "
+        "connect to the writer endpoint"
+    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from premigrate.engine.database import Database
+from premigrate.engine.database import Database, ServerError
+from premigrate.engine.errors import ValidationError
 
 VERSIONED = "SQL"
 REPEATABLE = "SQL_REPEATABLE"
@@ -30,6 +31,13 @@ def sql_literal(value: str | int | bool | None) -> str:
     if isinstance(value, int):
         return str(value)
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def create_schema(db: Database, schema: str) -> None:
+    """Create the schema only when it is missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE right on the
+    database even when the schema exists, which a role that owns its schema may well lack."""
+    if not db.run("SELECT 1 FROM pg_namespace WHERE nspname = :schema", schema=schema):
+        db.run(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
 
 
 @dataclass(frozen=True)
@@ -59,26 +67,26 @@ class HistoryTable:
         return bool(rows and rows[0][0])
 
     def other_relations(self, db: Database, ignoring: tuple[str, ...] = ()) -> list[str]:
-        """Tables and views of the schema that no extension owns (``ignoring`` aside): signs of an existing
-        database."""
+        """Tables and views that no extension owns (``ignoring`` aside), in any schema but the system's: signs
+        of an existing database, wherever the history table is kept."""
         rows = db.run(
-            """
-            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+            r"""
+            SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
               AND c.relname <> ALL(CAST(:ignoring AS text[]))
               AND NOT EXISTS (SELECT 1 FROM pg_depend d
                               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-            ORDER BY c.relname LIMIT 6
+            ORDER BY 1 LIMIT 6
             """,
-            schema=self.schema,
             ignoring=list(ignoring),
         )
         return [row[0] for row in rows]
 
     def create(self, db: Database) -> None:
+        create_schema(db, self.schema)
         db.run(
             f"""
-            CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)};
             CREATE TABLE IF NOT EXISTS {self.qualified_name} (
                 installed_rank integer PRIMARY KEY,
                 version text,
@@ -98,10 +106,20 @@ class HistoryTable:
         )
 
     def read(self, db: Database) -> list[HistoryRow]:
-        rows = db.run(
-            "SELECT installed_rank, version, description, type, script, checksum, installed_on, success,"
-            f" execution_mode FROM {self.qualified_name} ORDER BY installed_rank"
-        )
+        try:
+            rows = db.run(
+                "SELECT installed_rank, version, description, type, script, checksum, installed_on, success,"
+                f" execution_mode FROM {self.qualified_name} ORDER BY installed_rank"
+            )
+        except ServerError as error:
+            if error.sqlstate not in ("42703", "42809"):  # undefined column; not a table
+                raise
+            raise ValidationError(
+                [
+                    f"{self.qualified_name} is not a premigrate history table ({error.message}). Keep the history "
+                    "in another schema (--schema) or rename that table"
+                ]
+            ) from None
         return [HistoryRow(*row) for row in rows]
 
     def insert_sql(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from premigrate.engine.database import Database
-from premigrate.engine.history import quote_identifier
+from premigrate.engine.history import create_schema, quote_identifier
 from premigrate.engine.lock import advisory_key
 
 LEDGER_TABLE = "premigrate_run_ledger"
@@ -33,11 +33,11 @@ class RunLedger:
     def ensure(self, db: Database) -> None:
         # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: creators take turns.
         key = advisory_key(self.qualified_name)
+        create_schema(db, self.schema)
         db.run(
             f"""
             BEGIN;
             SELECT pg_advisory_xact_lock({_LEDGER_LOCK_NAMESPACE}, {key});
-            CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)};
             CREATE TABLE IF NOT EXISTS {self.qualified_name} (
                 request_id text PRIMARY KEY,
                 caller text NOT NULL,

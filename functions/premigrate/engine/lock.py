@@ -51,6 +51,19 @@ class MigrationLock:
         self._confirm_held(db, backend)
         return self.clock.monotonic() - started
 
+    @property
+    def held_sql(self) -> str:
+        """A SQL expression, true while this session holds the lock: a migration can release it
+        (pg_advisory_unlock_all, DISCARD ALL), so it is checked again before a migration is recorded."""
+        return (
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+            f"AND granted AND classid = {_NAMESPACE} AND objid = {self.key} AND objsubid = 2)"
+        )
+
+    def take_back(self, db: Database) -> bool:
+        """Try once to hold the lock again (after a migration released it); False if another run has it."""
+        return self._try(db) is not None
+
     def release(self, db: Database) -> None:
         db.run("SELECT pg_advisory_unlock(:namespace, :key)", namespace=_NAMESPACE, key=self.key)
 
@@ -64,16 +77,8 @@ class MigrationLock:
     def _confirm_held(self, db: Database, backend: int) -> None:
         # Behind a transaction-mode pooler the lock and our later statements can land on different
         # server sessions, which silently voids it: check that this very backend holds it.
-        rows = db.run(
-            """
-            SELECT count(*) FROM pg_locks
-            WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-              AND classid = :namespace AND objid = :key AND objsubid = 2
-            """,
-            namespace=_NAMESPACE,
-            key=self.key,
-        )
-        if not rows or rows[0][0] != 1:
+        rows = db.run(f"SELECT {self.held_sql}")
+        if not rows[0][0]:
             self.release(db)  # best effort: through a pooler it may reach another server session
             raise ConfigurationError(
                 "the migration lock was taken but this session does not hold it, which happens behind a "
@@ -89,6 +94,7 @@ class MigrationLock:
             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.locktype = 'advisory' AND l.granted
               AND l.classid = :namespace AND l.objid = :key AND l.objsubid = 2
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
             """,
             namespace=_NAMESPACE,
             key=self.key,

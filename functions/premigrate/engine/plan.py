@@ -65,8 +65,31 @@ class _Planner:
         self.drifted: list[tuple[HistoryRow, Migration]] = []
         self.pending: list[Migration] = []
         self.failed = [row for row in history if not row.success]
-        self.applied = {Version.parse(row.version): row for row in history if row.success and row.version is not None}
+        self.applied = self._applied_by_version()
         self.files = {m.version: m for m in migrations.versioned if m.version is not None}
+
+    def _applied_by_version(self) -> dict[Version, HistoryRow]:
+        """The successful versioned rows; a row whose version is no version, or repeats another's in
+        another spelling (1 and 01), is a problem, never a crash or a silent overwrite."""
+        applied: dict[Version, HistoryRow] = {}
+        for row in self.history:
+            if not row.success or row.version is None:
+                continue
+            version = _version_of(row)
+            if version is None:
+                self.problems.append(
+                    f"history row {row.installed_rank} ({row.script}) records the version {row.version!r}, which is "
+                    "not a version (digits separated by dots): correct it in the history table by hand"
+                )
+            elif version in applied:
+                self.problems.append(
+                    f"the history records version {applied[version].version} twice ({applied[version].version!r} in row "
+                    f"{applied[version].installed_rank}, {row.version!r} in row {row.installed_rank}): delete the "
+                    "duplicate row by hand"
+                )
+            else:
+                applied[version] = row
+        return applied
 
     def failed_migrations(self) -> None:
         for row in self.failed:
@@ -106,7 +129,7 @@ class _Planner:
     def pending_versions(self) -> None:
         baseline = max((v for v, row in self.applied.items() if row.type == BASELINE), default=None)
         highest = max(self.applied, default=None)
-        failed_versions = {Version.parse(row.version) for row in self.failed if row.version is not None}
+        failed_versions = {_version_of(row) for row in self.failed}
         for version, migration in sorted(self.files.items()):
             if version in self.applied or version in failed_versions:
                 continue
@@ -133,6 +156,13 @@ class _Planner:
             else:
                 self.pending.append(migration)
                 self.states.append(_file_state(migration, "outdated" if last_run else "pending"))
+
+
+def _version_of(row: HistoryRow) -> Version | None:
+    try:
+        return Version.parse(row.version) if row.version is not None else None
+    except ValueError:
+        return None
 
 
 def _state(row: HistoryRow, state: str) -> MigrationState:

@@ -26,7 +26,8 @@ from premigrate.engine import (
     Report,
 )
 from premigrate.engine.clock import SYSTEM_CLOCK, Clock, TimeBudget
-from premigrate.engine.database import ConnectionLostError, Database, ServerError
+from premigrate.engine.database import READ_ONLY_TRANSACTION, ConnectionLostError, Database, ServerError
+from premigrate.engine.errors import LockLostError, read_only_database
 from premigrate.engine.ledger import RunLedger
 from premigrate.service.connecting import describe_database, open_database
 from premigrate.service.observer import Observer
@@ -117,7 +118,7 @@ def categorize(error: Exception) -> tuple[Category, str]:
         return Category.LOCK, str(error)
     if isinstance(error, ConfigurationError):
         return Category.CONFIGURATION, str(error)
-    if isinstance(error, MigrationFailedError):
+    if isinstance(error, MigrationFailedError | LockLostError):
         return Category.MIGRATION, str(error)
     if isinstance(error, PremigrateError):
         return Category.VALIDATION, str(error)
@@ -126,6 +127,8 @@ def categorize(error: Exception) -> tuple[Category, str]:
             Category.CONFIGURATION,
             f"the connection to the database was lost ({error}); check the server and run again",
         )
+    if isinstance(error, ServerError) and error.sqlstate == READ_ONLY_TRANSACTION:
+        return categorize(read_only_database())
     if isinstance(error, ServerError):
         return Category.DATABASE, f"the database refused an operation premigrate needs: {error}"
     return (
