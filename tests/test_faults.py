@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -234,4 +235,43 @@ def test_lambda_reports_a_lost_connection_as_the_migration_error(
         2,
         "the caller gets the migration error (not an internal one); a retry of the request completes",
         f"answer: '{answer['error'].split(' (')[0]}'",
+    )
+
+
+@pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_cancels_the_running_statement_on_the_server(
+    database_url, write_migrations, db, signal_number, code, reliability
+) -> None:
+    folder = write_migrations(
+        {
+            "V1__users.sql": "CREATE TABLE users (id int);",
+            "V2__slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(60);",
+            "V3__later.sql": "CREATE TABLE later (id int);",
+        }
+    )
+    command = [sys.executable, "-m", "premigrate", "up", "--database-url", database_url, "--migrations", str(folder)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid = _wait_for_migrating_session(database_url, "pg_sleep")
+        started = time.monotonic()
+        process.send_signal(signal_number)
+        _, err = process.communicate(timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        process.kill()
+    assert process.returncode == code, err
+    assert elapsed < 10  # not the 60 s the statement would have run
+    assert f"error: interrupted by {signal.Signals(signal_number).name}: the running statement" in err
+    assert "ERROR 57014" in err and "Traceback" not in err
+    assert db.run("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid AND query LIKE '%pg_sleep%'", pid=pid) == [
+        [0]
+    ]
+    assert db.run("SELECT script FROM premigrate_schema_history ORDER BY installed_rank") == [["V1__users.sql"]]
+    assert db.run("SELECT to_regclass('slow'), to_regclass('later')") == [[None, None]]
+    reliability(
+        f"{signal.Signals(signal_number).name} during a long statement",
+        1,
+        "the statement is cancelled on the server, the migration rolled back, no later one started, "
+        f"exit {code} with a message",
+        f"exited {elapsed:.2f} s after the signal",
     )

@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import Any, NoReturn
 
 from premigrate import __version__
 from premigrate.console import Console
@@ -34,8 +37,22 @@ _EXIT_HELP = (
     f"exit codes: 0 success, {EXIT_CODES[Category.MIGRATION]} a migration, validation or database operation "
     f"failed, {EXIT_CODES[Category.CONFIGURATION]} usage or configuration error (bad option, unreachable database), "
     f"{EXIT_CODES[Category.LOCK]} migration lock not obtained within --lock-wait, "
-    f"{EXIT_CODES[Category.INTERNAL]} internal error (a premigrate bug)"
+    f"{EXIT_CODES[Category.INTERNAL]} internal error (a premigrate bug), 130 and 143 interrupted by Ctrl-C or "
+    "SIGTERM (the running statement is cancelled on the server)"
 )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse echoes what it could not use: a misplaced URL would show its password on stderr."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {_PASSWORD_IN_URL.sub(_HIDDEN_PASSWORD, message)}\n")
+
+
+_PASSWORD_IN_URL = re.compile(r"(\w+://[^\s:/@]*:)[^\s]*@")
+"""user:password@ in a URL; greedy up to the last @, since an unencoded password may hold / or @ too."""
+_HIDDEN_PASSWORD = r"\1***@"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +77,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return console.show(failure(error))
     action, _ = _COMMANDS[args.command]
     request = Request(action, baseline_version=getattr(args, "baseline_version", None))
-    return console.show(Service(config, observer=console).run(request))
+    service = Service(config, observer=console)
+    with _Interruptions(service) as interruptions:
+        result = service.run(request)
+    if interruptions.signal_name:
+        return console.interrupted(result, interruptions.signal_name, interruptions.exit_code)
+    return console.show(result)
+
+
+class _Interruptions:
+    """Ctrl-C or SIGTERM (a CI job cancelled, an instance stopping) cancels the running statement on the
+    server, so the migration lock and table locks are released at once, and the run stops before the next
+    migration; a second signal exits at once (the server then ends the session and rolls it back)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.signal_name: str | None = None
+        self.exit_code = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interruptions:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal_name is not None:
+            print("error: interrupted again: exiting at once", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        self.service.cancel()
 
 
 def _invoke(config: Config, event_file: str, remaining_seconds: float) -> int:
@@ -119,9 +170,9 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _settings_options() -> argparse.ArgumentParser:
+def _settings_options() -> _Parser:
     """One option per setting of the command line, from the settings' declaration."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     group = common.add_argument_group("settings (each also read from the environment variable shown)")
     defaults = {f.name: f.default for f in fields(Config)}
     for name, spec in SPECS.items():
@@ -140,7 +191,7 @@ def _settings_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _settings_options()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="premigrate",
         description="PostgreSQL schema migrations, exactly once, before your Auto Scaling Group rolls out.",
         epilog=_EXIT_HELP,

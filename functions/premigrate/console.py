@@ -50,6 +50,18 @@ class Console(Observer):
             self._report(result.report)
         return result.exit_code
 
+    def interrupted(self, result: Result, signal_name: str, exit_code: int) -> int:
+        """After Ctrl-C or SIGTERM: what was done, then why the run stopped; returns the exit code."""
+        if result.report is not None and result.report.applied:
+            self.line(f"applied before the interruption: {', '.join(r.label for r in result.report.applied)}")
+        why = f": {result.error}" if result.error else ""
+        print(
+            f"error: interrupted by {signal_name}: the running statement, if any, was cancelled on the server and "
+            f"no further migration was started{why}",
+            file=sys.stderr,
+        )
+        return exit_code
+
     def _report(self, report: Report) -> None:
         if report.action in ("status", "plan", "validate") and report.states:
             self._table(report)

@@ -39,18 +39,6 @@ pg_advisory_unlock_all (the migration lock stays ours) and DEALLOCATE ALL (the d
 statements)."""
 
 
-def run_of(migration: Migration, duration_ms: float | None = None, attempts: int = 1) -> MigrationRun:
-    return MigrationRun(
-        script=migration.script,
-        version=str(migration.version) if migration.version else None,
-        description=migration.description,
-        mode=migration.mode.value,
-        mode_reason=migration.mode_reason,
-        duration_ms=duration_ms,
-        attempts=attempts,
-    )
-
-
 @dataclass
 class Applier:
     db: Database
@@ -63,13 +51,13 @@ class Applier:
 
     def apply(self, migration: Migration) -> MigrationRun:
         if self.progress:
-            self.progress("started", run_of(migration))
+            self.progress("started", MigrationRun.of(migration))
         started = self.clock.monotonic()
         if migration.mode is ExecutionMode.TRANSACTION:
             attempts = self._apply_in_transaction(migration)
         else:
             attempts = self._apply_statement_by_statement(migration)
-        migration_run = run_of(migration, self._ms_since(started), attempts)
+        migration_run = MigrationRun.of(migration, self._ms_since(started), attempts)
         if self.progress:
             self.progress("finished", migration_run)
         return migration_run
@@ -93,7 +81,8 @@ class Applier:
                         "similar), so another run could start: it was rolled back, nothing of it is applied. "
                         "Remove the unlock from the migration and run again"
                     )
-                self._record_or_fail(migration, started, then=f";\nCOMMIT;\n{_FRESH_SESSION}")
+                success = self._row_sql(migration, started, success=True)
+                self._record_or_fail(migration, f"{success};\nCOMMIT;\n{_FRESH_SESSION}")
                 return attempt
             except MigrationFailedError as failure:
                 self.rollback()
@@ -109,18 +98,21 @@ class Applier:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _apply_statement_by_statement(self, migration: Migration) -> int:
-        """No-transaction and own-transaction files: each statement commits (or not) on its own, as in psql."""
+        """No-transaction and own-transaction files: each statement commits (or not) on its own, as in psql.
+
+        Its history row is written, as failed, before the first statement, and marked applied after the
+        last: a run killed half-way leaves it recorded as failed (and so blocking), never as nothing."""
         started = self.clock.monotonic()
+        rank = self._record_start(migration)
         attempts = 1
-        self.db.run(self._timeouts("SET"))
         try:
             for statement in migration.statements:
                 attempts = self._execute_with_retries(migration, statement, attempts)
-            self._check_session_after(migration, started)
+            self._check_session_after(migration, started, rank)
             self._refuse_invalid_indexes_of(migration)
-            self._record_or_fail(migration, started, then=f";\n{_FRESH_SESSION}")
+            self._record_or_fail(migration, self._outcome(rank, started, success=True) + f";\n{_FRESH_SESSION}")
         except MigrationFailedError as failure:
-            self._record_failure(migration, started, failure)
+            self._record_failure(rank, started, failure)
             raise
         return attempts
 
@@ -148,7 +140,7 @@ class Applier:
                 self._pause_before_retry(attempts)
                 attempts += 1
 
-    def _check_session_after(self, migration: Migration, started: float) -> None:
+    def _check_session_after(self, migration: Migration, started: float, rank: int) -> None:
         """A file run statement by statement must hand the session back as it got it: no transaction open
         (psql would roll back what is left open when the file ends) and the migration lock still held."""
         transaction_open, lock_held = self._session_state()
@@ -162,10 +154,13 @@ class Applier:
         if lock_held:
             return
         if self.lock.take_back(self.db):
-            self._record_or_fail(migration, started, then=f";\n{_FRESH_SESSION}")
+            self._record_or_fail(migration, self._outcome(rank, started, success=True) + f";\n{_FRESH_SESSION}")
             detail = f"no other run had started, so premigrate took the lock back and recorded {migration.script}"
         else:
-            detail = f"another run holds it now, so {migration.script} ran but is NOT recorded: check the database"
+            detail = (
+                f"another run holds it now, so {migration.script} stays recorded as failed although it ran: "
+                "check the database, then run `premigrate repair`"
+            )
         raise LockLostError(
             f"{migration.script} released premigrate's migration lock (pg_advisory_unlock_all, DISCARD ALL or "
             f"similar); {detail}. The run stops here: remove the unlock from the migration"
@@ -193,11 +188,11 @@ class Applier:
         rows = self.db.run(f"SELECT now() <> statement_timestamp(), {self.lock.held_sql}")
         return bool(rows[0][0]), bool(rows[0][1])
 
-    def _record_or_fail(self, migration: Migration, started: float, *, then: str) -> None:
-        """Record success; a refusal at that point (a deferred constraint checked at COMMIT, say) is the
-        migration's failure, named as such."""
+    def _record_or_fail(self, migration: Migration, sql: str) -> None:
+        """Run the SQL that records success; a refusal at that point (a deferred constraint checked at COMMIT,
+        say) is the migration's failure, named as such."""
         try:
-            self._record(migration, started, success=True, then=then)
+            self.db.run(f"{_OWN_IDENTITY};\n{sql}")
         except ServerError as error:
             raise MigrationFailedError(
                 f"{migration.script}: ERROR {error.sqlstate} when its history row was written and committed: "
@@ -208,9 +203,8 @@ class Applier:
                 sqlstate=error.sqlstate,
             ) from error
 
-    def _record(self, migration: Migration, started: float, *, success: bool, then: str = "") -> None:
-        """Write the history row as premigrate's own role; ``then`` rides along in the same round trip."""
-        row = self.history.insert_sql(
+    def _row_sql(self, migration: Migration, started: float, *, success: bool) -> str:
+        return self.history.insert_sql(
             version=str(migration.version) if migration.version else None,
             description=migration.description,
             type=REPEATABLE if migration.is_repeatable else VERSIONED,
@@ -220,21 +214,30 @@ class Applier:
             success=success,
             execution_mode=migration.mode.value,
         )
-        self.db.run(f"{_OWN_IDENTITY};\n{row}{then}")
 
-    def _record_failure(self, migration: Migration, started: float, failure: MigrationFailedError) -> None:
+    def _outcome(self, rank: int, started: float, *, success: bool) -> str:
+        return self.history.outcome_sql(rank, success=success, execution_ms=round(self._ms_since(started)))
+
+    def _record_start(self, migration: Migration) -> int:
+        """The row of a migration about to run statement by statement, as failed; its installed_rank."""
+        started = self.clock.monotonic()
+        row = self._row_sql(migration, started, success=False)
+        rows = self.db.run(f"{row} RETURNING installed_rank;\n{self._timeouts('SET')}")
+        return int(rows[0][0])
+
+    def _record_failure(self, rank: int, started: float, failure: MigrationFailedError) -> None:
         notes = ["It ran outside premigrate's transaction, so the statements before the failing one stay applied."]
         try:
             self.rollback()
             self.fresh_session()
-            self._record(migration, started, success=False)
-            notes.append(
-                "It is recorded as failed and blocks later runs: fix the database by hand, then run "
-                "`premigrate repair` and run again."
-            )
+            self.db.run(self._outcome(rank, started, success=False))
             notes.extend(self.invalid_index_notes())
         except ConnectionLostError:
-            notes.append("The connection is gone, so the failure could not be recorded.")
+            pass  # it was recorded as failed before it started
+        notes.append(
+            "It is recorded as failed and blocks later runs: fix the database by hand, then run "
+            "`premigrate repair` and run again."
+        )
         failure.args = (f"{failure}\n" + "\n".join(notes),)
 
     def invalid_index_notes(self) -> list[str]:

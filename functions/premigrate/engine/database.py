@@ -63,3 +63,9 @@ class Database(Protocol):
     def close(self) -> None:
         """End the session. Never raises, also when the server has ended it already."""
         ...
+
+    def cancel(self) -> None:
+        """Ask the server to cancel the statement this session is running (it then fails with ServerError
+        57014). Callable from another thread or a signal handler while ``run`` waits; bounded in time; never
+        raises; does nothing when no statement runs."""
+        ...

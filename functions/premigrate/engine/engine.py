@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from premigrate.engine.applying import Applier, ProgressCallback, run_of
+from premigrate.engine.applying import Applier, ProgressCallback
 from premigrate.engine.clock import SYSTEM_CLOCK, Clock, TimeBudget
 from premigrate.engine.database import ConnectionLostError, Database
 from premigrate.engine.errors import (
@@ -30,7 +30,7 @@ from premigrate.engine.ledger import LEDGER_TABLE
 from premigrate.engine.lock import MigrationLock
 from premigrate.engine.migrations import Migration, MigrationSet, Version
 from premigrate.engine.plan import Plan, make_plan
-from premigrate.engine.report import Report
+from premigrate.engine.report import MigrationRun, Report
 from premigrate.engine.settings import Settings
 
 
@@ -90,7 +90,8 @@ class Engine:
         started = self.clock.monotonic()
         report = Report(action)
         lock_wait = min(self.settings.lock_wait_seconds, self.budget.remaining())
-        report.lock_wait_ms = round(self.lock.acquire(self.db, lock_wait) * 1000, 1)
+        waited = self.lock.acquire(self.db, lock_wait, give_up=lambda: self.budget.remaining() < 0)
+        report.lock_wait_ms = round(waited * 1000, 1)
         try:
             work(report)
         except PremigrateError as error:
@@ -112,7 +113,7 @@ class Engine:
         plan = self._checked_plan(self._read_history(create=True))
         report.schema_version_before = plan.current_version
         report.schema_version_after = plan.current_version
-        report.pending = [run_of(m) for m in plan.pending]
+        report.pending = [MigrationRun.of(m) for m in plan.pending]
         if plan.ahead_of_files:
             report.notes.append(
                 f"the database is at version {plan.current_version}, ahead of this migration set "
@@ -247,7 +248,7 @@ class Engine:
             action,
             schema_version_before=plan.current_version,
             schema_version_after=plan.current_version,
-            pending=[run_of(m) for m in plan.pending if not m.check()],
+            pending=[MigrationRun.of(m) for m in plan.pending if not m.check()],
             states=plan.states,
             notes=notes or [],
             total_ms=self._ms_since(started),

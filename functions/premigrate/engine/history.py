@@ -143,6 +143,13 @@ class HistoryTable:
             f"FROM {self.qualified_name}"
         )
 
+    def outcome_sql(self, installed_rank: int, *, success: bool, execution_ms: int) -> str:
+        """The UPDATE that gives a row recorded before its migration ran the migration's outcome."""
+        return (
+            f"UPDATE {self.qualified_name} SET success = {sql_literal(success)}, "
+            f"execution_ms = {sql_literal(execution_ms)} WHERE installed_rank = {sql_literal(installed_rank)}"
+        )
+
     def delete_failed(self, db: Database) -> None:
         db.run(f"DELETE FROM {self.qualified_name} WHERE NOT success")
 

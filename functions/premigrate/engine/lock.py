@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from premigrate.engine.clock import SYSTEM_CLOCK, Clock
@@ -34,13 +35,14 @@ class MigrationLock:
     def key(self) -> int:
         return advisory_key(self.qualified_table)
 
-    def acquire(self, db: Database, wait_seconds: float) -> float:
-        """Poll until the lock is ours; returns the seconds waited. Raises LockNotAcquiredError in time."""
+    def acquire(self, db: Database, wait_seconds: float, give_up: Callable[[], bool] = lambda: False) -> float:
+        """Poll until the lock is ours; returns the seconds waited. Raises LockNotAcquiredError after
+        ``wait_seconds``, or as soon as ``give_up()`` says so (the run was interrupted)."""
         started = self.clock.monotonic()
         pause = _FIRST_POLL_SECONDS
         while (backend := self._try(db)) is None:
             waited = self.clock.monotonic() - started
-            if waited >= wait_seconds:
+            if waited >= wait_seconds or give_up():
                 raise LockNotAcquiredError(
                     f"another migration run held the lock for {self.qualified_table} for the whole lock wait "
                     f"limit ({wait_seconds:g} s): {self._describe_holder(db)}. Let it finish and run again, "

@@ -81,11 +81,11 @@ class _Planner:
                     f"history row {row.installed_rank} ({row.script}) records the version {row.version!r}, which is "
                     "not a version (digits separated by dots): correct it in the history table by hand"
                 )
-            elif version in applied:
+            elif first := applied.get(version):
                 self.problems.append(
-                    f"the history records version {applied[version].version} twice ({applied[version].version!r} in row "
-                    f"{applied[version].installed_rank}, {row.version!r} in row {row.installed_rank}): delete the "
-                    "duplicate row by hand"
+                    f"the history records version {first.version} twice ({first.version!r} in row "
+                    f"{first.installed_rank}, {row.version!r} in row {row.installed_rank}): delete the duplicate "
+                    "row by hand"
                 )
             else:
                 applied[version] = row

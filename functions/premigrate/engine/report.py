@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from premigrate.engine.migrations import Migration
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,18 @@ class MigrationRun:
     mode_reason: str
     duration_ms: float | None = None
     attempts: int = 1
+
+    @classmethod
+    def of(cls, migration: Migration, duration_ms: float | None = None, attempts: int = 1) -> MigrationRun:
+        return cls(
+            script=migration.script,
+            version=str(migration.version) if migration.version else None,
+            description=migration.description,
+            mode=migration.mode.value,
+            mode_reason=migration.mode_reason,
+            duration_ms=duration_ms,
+            attempts=attempts,
+        )
 
     @property
     def label(self) -> str:

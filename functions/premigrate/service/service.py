@@ -160,6 +160,20 @@ class Service:
         self.time_left = time_left
         self.clock = clock
         self.base_dir = base_dir
+        self._database: Database | None = None
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Stop the run, from another thread or a signal handler: the running statement is cancelled on the
+        server (its migration fails as any failed statement does), and no further migration starts."""
+        self._cancelled = True
+        if self._database is not None:
+            self._database.cancel()
+
+    def _time_left_or_cancelled(self) -> float:
+        if self._cancelled:
+            return float("-inf")
+        return self.time_left() if self.time_left is not None else float("inf")
 
     def run(self, request: Request) -> Result:
         result = self._run(request)
@@ -177,6 +191,7 @@ class Service:
             database = open_database(self.config, budget, self.clock, self.observer)
         except Exception as error:
             return self._failure(error)
+        self._database = database
         try:
             if request.request_id is None:
                 return self._act(database, migrations, request)
@@ -184,6 +199,7 @@ class Service:
         except Exception as error:
             return self._failure(error)
         finally:
+            self._database = None
             database.close()
 
     def _ledgered(self, database: Database, migrations: MigrationSet, request: Request) -> Result:
@@ -218,7 +234,7 @@ class Service:
             migrations,
             self.config.engine_settings(),
             progress=self.observer.migration,
-            time_left=self.time_left,
+            time_left=self._time_left_or_cancelled,
             clock=self.clock,
         )
         actions: dict[str, Callable[[], Report]] = {
