@@ -19,6 +19,15 @@ from premigrate.engine.errors import LockLostError
 from premigrate.engine.migrations import Migration
 
 USERS = "CREATE TABLE users (id int PRIMARY KEY);\n"
+pytestmark = pytest.mark.reliability
+
+
+@pytest.fixture(autouse=True)
+def _row(request, reliability) -> Iterator[None]:
+    """A row of RELIABILITY.md per case: what the test proves is its name; its result is its outcome."""
+    yield
+    what = request.node.originalname.removeprefix("test_").replace("_", " ")
+    reliability(f"exactly once: {what}", 1, "as the test's name says, on real PostgreSQL", "asserted")
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import pytest
 
 from premigrate.cli import main
 
+pytestmark = pytest.mark.reliability
+
 PASSWORD = "Sup3r/Se[cret+pw"
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 3}
 USERS = "CREATE TABLE users (id int);\n"
@@ -104,7 +106,7 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_input_gets_a_message_and_a_documented_exit_code(
-    name, capsys, monkeypatch, database_url, db, write_migrations, tmp_path
+    name, capsys, monkeypatch, database_url, db, write_migrations, tmp_path, reliability
 ) -> None:
     hostile = HOSTILE[name]
     monkeypatch.chdir(tmp_path)
@@ -130,6 +132,13 @@ def test_hostile_input_gets_a_message_and_a_documented_exit_code(
         assert "error: " in err and hostile.message in err, err
     if code and hostile.args[0] == "up" and hostile.prepare is None:
         assert db.run("SELECT to_regclass('users'), to_regclass('t')") == [[None, None]]  # nothing applied
+    first_line = err.strip().splitlines()[-1][:90].replace("|", "\\|") if code else "(applied)"
+    reliability(
+        f"hostile input through the CLI: {name}",
+        1,
+        "a message and a documented exit code, no traceback, no password, nothing applied when refused",
+        f"exit {code}: {first_line}",
+    )
 
 
 def test_new_names_files_within_the_limits(tmp_path, capsys) -> None:
