@@ -152,3 +152,16 @@ def test_embedded_database_is_kept_between_runs(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines()[-1] == "schema is up to date at version 4: nothing to apply"
     assert (tmp_path / ".premigrate" / "pgdata" / "PG_VERSION").exists()
+
+
+def test_a_database_ahead_of_the_files_is_accepted_when_asked(capsys, database_url, write_migrations, tmp_path) -> None:
+    folder = write_migrations({"V1__users.sql": USERS, "V2__more.sql": "CREATE TABLE more ();"})
+    assert run(capsys, "up", "--database-url", database_url, "--migrations", str(folder))[0] == 0
+    older = write_migrations({"V1__users.sql": USERS}, tmp_path / "older")
+    code, _, err = run(capsys, "up", "--database-url", database_url, "--migrations", str(older))
+    assert code == 1 and "V2__more.sql (version 2) is applied but its file is gone" in err
+    code, out, _ = run(
+        capsys, "up", "--database-url", database_url, "--migrations", str(older), "--accept-database-ahead"
+    )
+    assert code == 0
+    assert "note: the database is at version 2, ahead of this migration set (which ends at 1)" in out
