@@ -6,17 +6,22 @@
 
 TLS is verified in full (CA and host name) by default over TCP; a plaintext connection only happens
 when ``sslmode=disable`` says so. Unix sockets never use TLS. No password ever appears in a message.
+A URL is read as libpq reads it (see ``libpq_url``); where it says nothing, PGHOST, PGPORT, PGUSER,
+PGDATABASE and PGPASSWORD apply, then the password file (see ``pgpass``), as for psql.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
+from premigrate.adapters.libpq_url import split_url
+from premigrate.adapters.pgpass import DEFAULT_SOCKET_DIR, host_for_passfile, passfile_path, password_from_file
 from premigrate.engine import ConfigurationError
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,16 @@ class ConnectionParams:
     """Directory of the server's unix socket; used instead of host when set."""
     sslmode: str = "verify-full"
     sslrootcert: str | None = None
+    """The CA bundle to verify the server with; "system" or None: the system's CAs."""
+    sslcert: str | None = None
+    """A client certificate to present (its key in ``sslkey``, else in the same file)."""
+    sslkey: str | None = None
+    application_name: str = "premigrate"
+    options: str | None = None
+    """libpq's ``options``: server settings for the session, such as ``-c search_path=app``."""
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    passfile: str | None = None
+    """The password file the URL names (else PGPASSFILE or ~/.pgpass), for the error a missing password causes."""
 
     def describe(self) -> str:
         """Where we connect, for messages: never includes the password."""
@@ -42,34 +57,45 @@ def params_from_url(url: str, *, sslmode: str | None = None, sslrootcert: str | 
     """Read a libpq-style URL: postgresql://user:password@host:port/db?sslmode=…&sslrootcert=…&host=/socket/dir.
 
     ``sslmode`` and ``sslrootcert`` apply where the URL says nothing, as PGSSLMODE and PGSSLROOTCERT do for
-    libpq; without either, TCP connections verify in full and unix sockets use no TLS."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ConfigurationError(
-            "the database URL must look like postgresql://user:password@host:5432/dbname "
-            f"(it starts with {parts.scheme + '://' if parts.scheme else 'no scheme'})"
-        )
-    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-    try:
-        port = int(query.get("port") or parts.port or 5432)
-    except ValueError:
-        raise ConfigurationError("the port in the database URL is not a number") from None
-    host = unquote(parts.hostname or "") or query.get("host")
+    libpq; without either, TCP connections verify in full and unix sockets use no TLS. The user and the
+    database default to ``postgres`` (libpq's defaults, the login name and the user name, rarely fit a
+    deployment)."""
+    given = split_url(url)
+    host = given.get("host") or os.environ.get("PGHOST") or ""
     socket_dir = None
-    if not host or host.startswith("/"):
-        socket_dir = host or "/var/run/postgresql"
-        host = None
+    if not host or host.startswith("/"):  # as in libpq, a host that starts with / is a socket directory
+        socket_dir = host or DEFAULT_SOCKET_DIR
+        host = ""
+    port = _port(given.get("port") or os.environ.get("PGPORT") or "5432")
+    user = given.get("user") or os.environ.get("PGUSER") or "postgres"
+    database = given.get("dbname") or os.environ.get("PGDATABASE") or "postgres"
+    password = given.get("password") or os.environ.get("PGPASSWORD")
+    if not password:
+        password = password_from_file(
+            passfile_path(given.get("passfile")),
+            host=host_for_passfile(host, socket_dir),
+            port=port,
+            database=database,
+            user=user,
+        )
     return _checked(
         ConnectionParams(
-            user=unquote(parts.username or query.get("user") or "postgres"),
-            password=unquote(parts.password) if parts.password else query.get("password"),
-            host=host,
+            user=user,
+            password=password or None,
+            host=host or None,
             port=port,
-            database=unquote(parts.path.lstrip("/")) or query.get("dbname") or "postgres",
+            database=database,
             socket_dir=socket_dir,
-            sslmode=query.get("sslmode") or sslmode or ("disable" if socket_dir else "verify-full"),
-            sslrootcert=query.get("sslrootcert") or sslrootcert,
-        )
+            sslmode=given.get("sslmode") or sslmode or ("disable" if socket_dir else "verify-full"),
+            sslrootcert=given.get("sslrootcert") or sslrootcert,
+            sslcert=given.get("sslcert"),
+            sslkey=given.get("sslkey"),
+            application_name=given.get("application_name") or given.get("fallback_application_name") or "premigrate",
+            options=given.get("options"),
+            connect_timeout=_connect_timeout(given.get("connect_timeout")),
+            passfile=given.get("passfile"),
+        ),
+        target_session_attrs=given.get("target_session_attrs", "any"),
     )
 
 
@@ -106,7 +132,34 @@ def params_from_secret(secret: Any, *, sslmode: str | None = None, sslrootcert: 
     )
 
 
-def _checked(params: ConnectionParams) -> ConnectionParams:
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigurationError(f"the port {text!r} of the database is not a number from 1 to 65535")
+    return int(text)
+
+
+def _connect_timeout(text: str | None) -> float:
+    """libpq's reading: whole seconds, and at least 2. libpq waits forever for 0; premigrate never does."""
+    if text is None:
+        return DEFAULT_CONNECT_TIMEOUT
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise ConfigurationError(
+            f"connect_timeout={text!r} is not a whole number of seconds above 0 (premigrate never waits forever)"
+        )
+    return float(max(int(text), 2))
+
+
+def _checked(params: ConnectionParams, *, target_session_attrs: str = "any") -> ConnectionParams:
     if params.sslmode not in SSL_MODES:
         raise ConfigurationError(f"sslmode {params.sslmode!r} is unknown; use one of {', '.join(SSL_MODES)}")
+    if params.sslrootcert == "system" and params.sslmode != "verify-full":
+        raise ConfigurationError(
+            f"sslrootcert=system needs sslmode=verify-full (it is {params.sslmode}), as libpq requires: the "
+            "system's CAs vouch for host names"
+        )
+    if target_session_attrs != "any":
+        raise ConfigurationError(
+            f"target_session_attrs={target_session_attrs} is not supported: premigrate connects to the one host "
+            "the URL names, which must be the primary"
+        )
     return params
