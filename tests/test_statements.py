@@ -126,3 +126,148 @@ def test_knows_which_statements_cannot_run_in_a_transaction(sql: str, in_transac
 def test_knows_transaction_control(sql: str, controls: bool) -> None:
     (statement,) = split_statements(sql)
     assert statement.controls_transaction is controls
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # psql ends a -- comment at a carriage return as well as at a line feed.
+        ("-- note\rCREATE TABLE a (id int);\r", ["CREATE TABLE a (id int)"]),
+        ("SELECT 1 -- note\rFROM t;\rSELECT 2\r", ["SELECT 1 -- note\rFROM t", "SELECT 2"]),
+        # Every character from U+0080 up is a letter to psql: in dollar-quote tags and identifiers alike.
+        ("DO $€$ BEGIN PERFORM 2; END $€$; SELECT 1", ["DO $€$ BEGIN PERFORM 2; END $€$", "SELECT 1"]),
+        ("DO $é1$ BEGIN PERFORM 'x;y'; END $é1$", ["DO $é1$ BEGIN PERFORM 'x;y'; END $é1$"]),
+        ("SELECT 1 AS a€e'x;y'; SELECT 2", ["SELECT 1 AS a€e'x;y'", "SELECT 2"]),  # a€e is a name, not E'
+        ("SELECT $1::int, x::text, a[1:2], a[lo:hi], a[1:host] FROM t", None),
+        ("SELECT 1 +-- a comment ;\n2; SELECT 3", ["SELECT 1 +-- a comment ;\n2", "SELECT 3"]),
+        ("1;", ["1"]),  # psql sends anything that is not whitespace or a comment
+        # With standard_conforming_strings off, '…' takes backslash escapes; b'', x'' and U&'' never do.
+        (
+            "SET standard_conforming_strings = off;\nSELECT 'it\\'s; fine', N'a\\'b;', b'1\\', x'f\\';\n"
+            "RESET standard_conforming_strings;\nSELECT 'C:\\'; SELECT 2",
+            [
+                "SET standard_conforming_strings = off",
+                "SELECT 'it\\'s; fine', N'a\\'b;', b'1\\', x'f\\'",
+                "RESET standard_conforming_strings",
+                "SELECT 'C:\\'",
+                "SELECT 2",
+            ],
+        ),
+        (
+            "SET LOCAL standard_conforming_strings TO 'of';\nSELECT '\\';'; SET standard_conforming_strings = yes;\n"
+            "SELECT 'x\\'; SET SESSION standard_conforming_strings = 0;\nSELECT '\\';'; RESET ALL;\nSELECT '\\'",
+            [
+                "SET LOCAL standard_conforming_strings TO 'of'",
+                "SELECT '\\';'",
+                "SET standard_conforming_strings = yes",
+                "SELECT 'x\\'",
+                "SET SESSION standard_conforming_strings = 0",
+                "SELECT '\\';'",
+                "RESET ALL",
+                "SELECT '\\'",
+            ],
+        ),
+        # psql reads the setting once per line: the rest of the SET's own line keeps the old one.
+        ("SET standard_conforming_strings = off; SELECT 'C:\\';\n", None),
+        ("SET standard_conforming_strings = nonsense;\nSELECT 'C:\\'", None),  # the server refuses the SET
+    ],
+)
+def test_splits_like_psql_beyond_the_ascii_basics(sql: str, expected: list[str] | None) -> None:
+    assert texts(sql) == (expected or [s.strip() for s in sql.split(";") if s.strip()])
+
+
+# The part of PostgreSQL's src/test/regress/sql/strings.sql that switches standard_conforming_strings.
+STRINGS_SQL_EXCERPT = r"""set escape_string_warning = off;
+set standard_conforming_strings = off;
+
+show escape_string_warning;
+show standard_conforming_strings;
+
+set escape_string_warning = on;
+set standard_conforming_strings = on;
+
+select 'a\bcd' as f1, 'a\b''cd' as f2, 'a\b''''cd' as f3, 'abcd\'   as f4, 'ab\''cd' as f5, '\\' as f6;
+
+set standard_conforming_strings = off;
+
+select 'a\\bcd' as f1, 'a\\b\'cd' as f2, 'a\\b\'''cd' as f3, 'abcd\\'   as f4, 'ab\\\'cd' as f5, '\\\\' as f6;
+
+set escape_string_warning = off;
+set standard_conforming_strings = on;
+"""
+
+
+def test_postgresql_strings_regression_splits_without_a_false_meta_command() -> None:
+    statements = texts(STRINGS_SQL_EXCERPT)
+    assert len(statements) == 11
+    assert statements[8] == (
+        r"select 'a\\bcd' as f1, 'a\\b\'cd' as f2, 'a\\b\'''cd' as f3, 'abcd\\'   as f4, 'ab\\\'cd' as f5, "
+        r"'\\\\' as f6"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sql", "what", "offset"),
+    [
+        ("SELECT 1;\0SELECT 2", "a NUL byte (\\0): PostgreSQL cannot take it", 9),
+        ("-- \0 even in a comment", "a NUL byte", 3),
+        ("SELECT * FROM t WHERE name = :'name'", "psql would substitute its variable here; premigrate sends plain", 29),
+        ('SELECT * FROM :"table"', 'without psql variables: write the value of :"table" itself', 14),
+        ("SELECT :HOST", "write the value of :HOST itself", 7),
+        ("SELECT a[1:VERSION_NUM] FROM t", "the value of :VERSION_NUM itself", 10),
+        ("SELECT :{?ON_ERROR_STOP}", "psql would substitute", 7),
+        ("SELECT 1;\nCOPY t (a, b) FROM STDIN;\n1\t\\N\n\\.\n", "COPY ... FROM STDIN needs psql to send the data", 10),
+        ("COPY (SELECT 1) TO stdout WITH (FORMAT csv)", "COPY ... TO STDOUT needs psql to receive the rows", 0),
+        ("SET standard_conforming_strings = off;\nSELECT 'C:\\';", "standard_conforming_strings is off here", 46),
+    ],
+)
+def test_what_only_psql_understands_is_refused_where_it_starts(sql: str, what: str, offset: int) -> None:
+    with pytest.raises(ScriptSyntaxError, match=__import__("re").escape(what)) as caught:
+        split_statements(sql)
+    assert caught.value.offset == offset
+
+
+def test_lines_end_at_carriage_returns_too() -> None:
+    sql = "SELECT 1;\rSELECT 2;\r\n\rSELECT 3;"
+    assert [line_and_column(sql, s.offset) for s in split_statements(sql)] == [(1, 1), (2, 1), (4, 1)]
+
+
+@pytest.mark.parametrize(
+    ("sql", "in_transaction"),
+    [
+        ("CLUSTER", False),
+        ("cluster verbose", False),
+        ("CLUSTER (VERBOSE true)", False),
+        ("CLUSTER t", True),
+        ('CLUSTER (VERBOSE) "T" USING i', True),
+        ("DISCARD ALL", False),
+        ("DISCARD PLANS", True),
+    ],
+)
+def test_knows_the_forms_of_cluster_and_discard(sql: str, in_transaction: bool) -> None:
+    (statement,) = split_statements(sql)
+    assert statement.runs_in_transaction_block is in_transaction
+
+
+@pytest.mark.parametrize(
+    ("sql", "effect"),
+    [
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE", "opens"),
+        ("COMMIT AND CHAIN", "chains"),
+        ("rollback work and chain", "chains"),
+        ("COMMIT AND NO CHAIN", "closes"),
+        ("PREPARE TRANSACTION 'gid'", "closes"),
+        ("PREPARE transaction AS SELECT 1", None),
+        ("ABORT", "closes"),
+        ("ROLLBACK TO SAVEPOINT s", None),
+    ],
+)
+def test_knows_what_each_statement_does_to_the_transaction(sql: str, effect: str | None) -> None:
+    (statement,) = split_statements(sql)
+    assert statement.transaction_effect == effect
+
+
+def test_statement_head_is_written_as_in_the_file() -> None:
+    (statement,) = split_statements("CREATE INDEX CONCURRENTLY cities_idx\n  ON cities (name)")
+    assert statement.head == "CREATE INDEX CONCURRENTLY cities_idx"
+    assert statement.words[:4] == ("CREATE", "INDEX", "CONCURRENTLY", "CITIES_IDX")

@@ -24,7 +24,8 @@ from premigrate.engine.lock import MigrationLock
 from premigrate.engine.migrations import ExecutionMode, Migration
 from premigrate.engine.report import MigrationRun
 from premigrate.engine.settings import Settings
-from premigrate.engine.statements import Statement, line_and_column
+from premigrate.engine.statement_kinds import Statement
+from premigrate.engine.statements import line_and_column
 
 ProgressCallback = Callable[[str, MigrationRun], None]
 """Called with ("started" | "finished", run) around each migration."""

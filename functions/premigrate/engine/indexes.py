@@ -10,7 +10,7 @@ import re
 
 from premigrate.engine.database import Database
 from premigrate.engine.history import sql_literal
-from premigrate.engine.statements import Statement
+from premigrate.engine.statement_kinds import Statement
 
 _IDENTIFIER = r'(?:"(?:[^"]|"")+"|[^\W\d][\w$]*)'
 _CREATE_INDEX = re.compile(

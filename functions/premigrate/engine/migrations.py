@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from premigrate.engine.errors import MigrationSetError, ScriptSyntaxError
-from premigrate.engine.statements import Statement, line_and_column, split_statements
+from premigrate.engine.statement_kinds import Statement
+from premigrate.engine.statements import first_content, line_and_column, split_statements
 
 _VERSIONED_NAME = re.compile(r"V(?P<version>[^_]+(?:_(?!_)[^_]+)*)__(?P<description>.+)\.sql", re.IGNORECASE)
 _REPEATABLE_NAME = re.compile(r"R__(?P<description>.+)\.sql", re.IGNORECASE)
 _VERSION_TEXT = re.compile(r"\d+(?:[._]\d+)*")
 _DIRECTIVE = re.compile(r"--\s*premigrate:\s*(?P<name>\S*)")
+_ADDED_ENUM_LABEL = re.compile(r"\bADD\s+VALUE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<label>'(?:[^']|'')*')", re.IGNORECASE)
 NO_TRANSACTION_DIRECTIVE = "no-transaction"
 
 
@@ -85,43 +87,66 @@ class Migration:
             line, column = line_and_column(self.text, error.offset)
             raise MigrationSetError([f"{self.script}:{line}:{column}: {error}"]) from None
 
-    @cached_property
+    @property
     def mode(self) -> ExecutionMode:
         """How the file must run; raises MigrationSetError when it cannot run safely as written."""
+        return self._mode_and_reason[0]
+
+    @property
+    def mode_reason(self) -> str:
+        if self._directive():
+            return "directive"
+        return self._mode_and_reason[1]
+
+    @cached_property
+    def _mode_and_reason(self) -> tuple[ExecutionMode, str]:
         if self._directive() == NO_TRANSACTION_DIRECTIVE:
-            return ExecutionMode.NO_TRANSACTION
+            return ExecutionMode.NO_TRANSACTION, "directive"
         statements = self.statements
         if any(statement.controls_transaction for statement in statements):
-            return ExecutionMode.OWN_TRANSACTION
+            return ExecutionMode.OWN_TRANSACTION, "detected: the file has its own BEGIN/COMMIT"
+        if (label := self._enum_value_used_after_adding()) is not None:
+            return ExecutionMode.NO_TRANSACTION, (
+                f"detected: ALTER TYPE ... ADD VALUE {label} is used later in the file, which PostgreSQL allows "
+                "only after a commit"
+            )
         outside = [s for s in statements if not s.runs_in_transaction_block]
         if not outside:
-            return ExecutionMode.TRANSACTION
+            return ExecutionMode.TRANSACTION, "default"
         if len(outside) == len(statements):
-            return ExecutionMode.NO_TRANSACTION
-        line, _ = line_and_column(self.text, outside[0].offset)
+            return ExecutionMode.NO_TRANSACTION, "detected: its statements cannot run in a transaction"
         raise MigrationSetError(
             [
-                f"{self.script}:{line}: {' '.join(outside[0].words[:4])} cannot run inside a transaction, "
+                f"{self._where(outside[0])}: {outside[0].head} cannot run inside a transaction, "
                 "but the file also has statements that should. Put the statement in a file of its own, "
                 f"or make '-- premigrate:{NO_TRANSACTION_DIRECTIVE}' the first line to run every statement "
                 "of this file on its own (a failure then leaves the earlier statements applied)"
             ]
         )
 
-    @property
-    def mode_reason(self) -> str:
-        if self._directive():
-            return "directive"
-        return {
-            ExecutionMode.TRANSACTION: "default",
-            ExecutionMode.NO_TRANSACTION: "detected: its statements cannot run in a transaction",
-            ExecutionMode.OWN_TRANSACTION: "detected: the file has its own BEGIN/COMMIT",
-        }[self.mode]
+    def _enum_value_used_after_adding(self) -> str | None:
+        """The label ('v') of an ALTER TYPE … ADD VALUE that a later statement uses: in one transaction that
+        fails (55P04), unless the same file created the type."""
+        created: set[tuple[str, ...]] = set()
+        for index, statement in enumerate(self.statements):
+            words = statement.top_words
+            if words[:2] == ("CREATE", "TYPE") and "AS" in words:
+                created.add(words[2 : words.index("AS")])
+            if words[:2] != ("ALTER", "TYPE") or "ADD" not in words or words[2 : words.index("ADD")] in created:
+                continue
+            added = _ADDED_ENUM_LABEL.search(statement.text)
+            if added and any(added.group("label") in later.text for later in self.statements[index + 1 :]):
+                return added.group("label")
+        return None
 
     def _directive(self) -> str | None:
-        first_line = self.text.split("\n", 1)[0].strip()
+        first_line = re.split(r"\r\n?|\n", self.text, maxsplit=1)[0].strip()
         match = _DIRECTIVE.match(first_line)
         return match.group("name") if match else None
+
+    def _where(self, statement: Statement) -> str:
+        line, column = line_and_column(self.text, statement.offset)
+        return f"{self.script}:{line}:{column}"
 
     def check(self) -> list[str]:
         """Problems that stop this file from running, each naming the file and what to do."""
@@ -132,18 +157,56 @@ class Migration:
                 f"the only directive is '-- premigrate:{NO_TRANSACTION_DIRECTIVE}'"
             ]
         try:
-            mode = self.mode
+            # A lock release comes first: the advice for the file's mode would not help while it is there.
+            if problems := self._unsent_content_problems() + self._lock_release_problems():
+                return problems
+            return [] if self.mode is ExecutionMode.TRANSACTION else self._unfinished_transaction_problems()
         except MigrationSetError as error:
             return error.problems
-        if mode is ExecutionMode.OWN_TRANSACTION:
-            last = [s for s in self.statements if s.controls_transaction][-1]
-            if last.opens_transaction:
-                line, _ = line_and_column(self.text, last.offset)
-                return [
-                    f"{self.script}:{line}: the file opens a transaction and never ends it, so psql would roll "
-                    "it back at the end of the file; add COMMIT at the end"
-                ]
-        return []
+
+    def _unsent_content_problems(self) -> list[str]:
+        # Never record as applied a file that has something in it but sends nothing.
+        offset = None if self.statements else first_content(self.text)
+        if offset is None:
+            return []
+        line, column = line_and_column(self.text, offset)
+        return [
+            f"{self.script}:{line}:{column}: the file holds text here, but no statement premigrate could send, "
+            "so it would be recorded as applied without running anything; make it SQL or a comment"
+        ]
+
+    def _lock_release_problems(self) -> list[str]:
+        problems = []
+        for statement in self.statements:
+            if statement.words[:2] == ("DISCARD", "ALL"):
+                what, instead = "DISCARD ALL", "use DISCARD PLANS, DISCARD TEMP, DISCARD SEQUENCES or RESET ALL"
+            elif statement.calls_unlock_all:
+                what, instead = "pg_advisory_unlock_all()", "release only your own locks with pg_advisory_unlock()"
+            else:
+                continue
+            problems.append(
+                f"{self._where(statement)}: {what} would release premigrate's migration lock (a session-level "
+                f"advisory lock), so another run could start migrating at the same time; {instead}"
+            )
+        return problems
+
+    def _unfinished_transaction_problems(self) -> list[str]:
+        """Statement by statement, the file must not end inside a transaction block of its own."""
+        opened_by: Statement | None = None
+        for statement in self.statements:
+            effect = statement.transaction_effect
+            if (effect == "opens" and opened_by is None) or (effect == "chains" and opened_by is not None):
+                opened_by = statement
+            elif effect == "closes":
+                opened_by = None
+        if opened_by is None:
+            return []
+        line, _ = line_and_column(self.text, opened_by.offset)
+        how = f" ({opened_by.head} starts a new one)" if opened_by.transaction_effect == "chains" else ""
+        return [
+            f"{self.script}:{line}: the file opens a transaction and never ends it{how}, so psql would roll back "
+            "what is left open when the file ends; end the file with COMMIT"
+        ]
 
 
 @dataclass(frozen=True)
