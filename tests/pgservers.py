@@ -184,3 +184,7 @@ def debian_server(bin_dir: Path) -> Iterator[Server]:
             check=False,
         )
         shutil.rmtree(home, ignore_errors=True)
+
+
+PSQL_LOGGED_QUERY = re.compile(r"(?:\*{9} QUERY \*{10}|/\*{8} QUERY \*{9}/)\n(.*?)\n(?:\*{26}|/\*{24}/)\n", re.DOTALL)
+"""A query in psql's -L log, as psql up to 17 and from 18 on frame it."""

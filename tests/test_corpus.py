@@ -3,13 +3,12 @@ exactly where psql does and end with the very schema psql makes."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from pgservers import CORPORA, Server
+from pgservers import CORPORA, PSQL_LOGGED_QUERY, Server
 from premigrate.adapters.folder import load_folder
 from premigrate.cli import main
 
@@ -51,7 +50,7 @@ def test_lemmy_splits_like_psql_and_applies_to_the_same_schema(server, lemmy, da
         log = tmp_path / "psql.log"
         arguments = [argument for file in files for argument in ("-f", file)]
         psql(server, reference_url, "-o", "/dev/null", "-L", str(log), *arguments)
-        sent_by_psql = re.findall(r"\*{9} QUERY \*{10}\n(.*?)\n\*{26}\n", log.read_text(), re.DOTALL)
+        sent_by_psql = PSQL_LOGGED_QUERY.findall(log.read_text())
         ours = [s.text for m in migration_set.versioned for s in m.statements]
         assert len(ours) == len(sent_by_psql)
         assert [_normalise(s) for s in ours] == [_normalise(s) for s in sent_by_psql]

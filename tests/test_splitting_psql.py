@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from pgservers import Server
+from pgservers import PSQL_LOGGED_QUERY, Server
 from premigrate.cli import main
 from premigrate.engine.statements import split_statements
 
 # psql 18 frames the queries of its -L log with /* … */ instead of bare asterisks.
-_LOGGED_QUERY = re.compile(r"(?:\*{9} QUERY \*{10}|/\*{8} QUERY \*{9}/)\n(.*?)\n(?:\*{26}|/\*{24}/)\n", re.DOTALL)
 
 SCRIPTS = {
     "carriage returns": (
@@ -60,7 +58,7 @@ def sent_by_psql(server: Server, database_url: str, sql: str, tmp_path: Path) ->
         [*command, "-L", str(log), "-f", str(script)], capture_output=True, timeout=60, check=True, env=environment
     )
     # Bytes, not read_text: a lone \r stays as psql sent it instead of turning into \n.
-    return _LOGGED_QUERY.findall(log.read_bytes().decode())
+    return PSQL_LOGGED_QUERY.findall(log.read_bytes().decode())
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
