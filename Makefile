@@ -73,7 +73,7 @@ test: lint
 
 # Runs the reliability scenarios and writes RELIABILITY.md from what they measured.
 reliability: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest tests -m reliability --reliability-report RELIABILITY.md
+	PREMIGRATE_PROPERTY_EXAMPLES=40 $(BIN)/python -m pytest tests -m reliability --reliability-report RELIABILITY.md
 
 # Benchmarks against psql and the interpreter's own start, in one run; writes BENCHMARKS.md.
 bench: $(VENV)/.installed-dev

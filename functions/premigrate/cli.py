@@ -10,17 +10,17 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from premigrate import __version__
 from premigrate.console import Console
-from premigrate.durations import parse_duration
+from premigrate.interruptions import Interrupted, Interruptions
 from premigrate.service import EXIT_CODES, SPECS, Category, Config, Request, Service, failure, load_config
+from premigrate.service.settings import DURATION, hide_passwords
 
 _COMMANDS = {  # command: (service action, help)
     "plan": ("plan", "show what `up` would apply, and refuse as `up` would"),
@@ -47,17 +47,23 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {_PASSWORD_IN_URL.sub(_HIDDEN_PASSWORD, message)}\n")
-
-
-_PASSWORD_IN_URL = re.compile(r"(\w+://[^\s:/@]*:)[^\s]*@")
-"""user:password@ in a URL; greedy up to the last @, since an unencoded password may hold / or @ too."""
-_HIDDEN_PASSWORD = r"\1***@"
+        self.exit(2, f"{self.prog}: error: {hide_passwords(message)}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(json_mode=args.json)
+    with Interruptions() as interruptions:
+        try:
+            return _command(args, console, interruptions)
+        except Interrupted:
+            return console.interrupted(None, interruptions.signal_name or "a signal", interruptions.exit_code)
+        except BrokenPipeError:  # the reader of our output went away (| head): nobody is left to tell
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout again at exit
+            return 0
+
+
+def _command(args: argparse.Namespace, console: Console, interruptions: Interruptions) -> int:
     try:
         config = load_config("cli", os.environ, {name: getattr(args, name) for name in SPECS})
         console.folder = config.migrations
@@ -76,42 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         return console.show(failure(error))
     action, _ = _COMMANDS[args.command]
-    request = Request(action, baseline_version=getattr(args, "baseline_version", None))
-    service = Service(config, observer=console)
-    with _Interruptions(service) as interruptions:
-        result = service.run(request)
+    interruptions.service = Service(config, observer=console)
+    result = interruptions.service.run(Request(action, baseline_version=getattr(args, "baseline_version", None)))
     if interruptions.signal_name:
         return console.interrupted(result, interruptions.signal_name, interruptions.exit_code)
     return console.show(result)
-
-
-class _Interruptions:
-    """Ctrl-C or SIGTERM (a CI job cancelled, an instance stopping) cancels the running statement on the
-    server, so the migration lock and table locks are released at once, and the run stops before the next
-    migration; a second signal exits at once (the server then ends the session and rolls it back)."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.signal_name: str | None = None
-        self.exit_code = 0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Interruptions:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signal_name is not None:
-            print("error: interrupted again: exiting at once", file=sys.stderr, flush=True)
-            os._exit(128 + signum)
-        self.signal_name = signal.Signals(signum).name
-        self.exit_code = 128 + signum
-        self.service.cancel()
 
 
 def _invoke(config: Config, event_file: str, remaining_seconds: float) -> int:
@@ -133,7 +108,10 @@ def _invoke(config: Config, event_file: str, remaining_seconds: float) -> int:
     os.environ["PREMIGRATE_MIGRATIONS"] = str(Path(config.migrations).resolve())
     result = invoke(event, remaining_seconds=remaining_seconds)
     print(json.dumps(result, indent=2, default=str))
-    return 0 if result.get("ok") or result.get("Status") == "SUCCESS" else EXIT_CODES[Category.MIGRATION]
+    if result.get("ok") or result.get("Status") == "SUCCESS":
+        return 0
+    kind = result.get("error_kind")
+    return EXIT_CODES[Category(kind)] if kind in set(Category) else EXIT_CODES[Category.MIGRATION]
 
 
 _LONGEST_SLUG = 100
@@ -165,7 +143,7 @@ def _new_migration(folder: Path, description: str) -> int:
 
 def _duration(text: str) -> float:
     try:
-        return parse_duration(text)
+        return float(DURATION.coerce(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 

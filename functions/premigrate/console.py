@@ -50,11 +50,15 @@ class Console(Observer):
             self._report(result.report)
         return result.exit_code
 
-    def interrupted(self, result: Result, signal_name: str, exit_code: int) -> int:
+    def interrupted(self, result: Result | None, signal_name: str, exit_code: int) -> int:
         """After Ctrl-C or SIGTERM: what was done, then why the run stopped; returns the exit code."""
-        if result.report is not None and result.report.applied:
-            self.line(f"applied before the interruption: {', '.join(r.label for r in result.report.applied)}")
-        why = f": {result.error}" if result.error else ""
+        report = result.report if result is not None else None
+        if self.json_mode:
+            body = {"interrupted": signal_name, "exit_code": exit_code, "error": result.error if result else None}
+            print(json.dumps({**body, "report": report.to_dict() if report else None}, default=str, indent=2))
+        elif report is not None and report.applied:
+            self.line(f"applied before the interruption: {', '.join(r.label for r in report.applied)}")
+        why = f": {result.error}" if result is not None and result.error else ""
         print(
             f"error: interrupted by {signal_name}: the running statement, if any, was cancelled on the server and "
             f"no further migration was started{why}",

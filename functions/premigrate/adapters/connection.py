@@ -133,18 +133,22 @@ def params_from_secret(secret: Any, *, sslmode: str | None = None, sslrootcert: 
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise ConfigurationError(f"the port {text!r} of the database is not a number from 1 to 65535")
     return int(text)
+
+
+_LONGEST_CONNECT_TIMEOUT = 3600
 
 
 def _connect_timeout(text: str | None) -> float:
     """libpq's reading: whole seconds, and at least 2. libpq waits forever for 0; premigrate never does."""
     if text is None:
         return DEFAULT_CONNECT_TIMEOUT
-    if not text.strip().isdigit() or int(text) <= 0:
+    if not (text.strip().isascii() and text.strip().isdigit()) or not 0 < int(text) <= _LONGEST_CONNECT_TIMEOUT:
         raise ConfigurationError(
-            f"connect_timeout={text!r} is not a whole number of seconds above 0 (premigrate never waits forever)"
+            f"connect_timeout={text!r} is not a whole number of seconds from 1 to {_LONGEST_CONNECT_TIMEOUT} "
+            "(premigrate never waits forever)"
         )
     return float(max(int(text), 2))
 

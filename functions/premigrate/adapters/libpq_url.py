@@ -118,7 +118,7 @@ def _host_and_port(text: str) -> dict[str, str]:
         port = rest[1:]
     else:
         host, _, port = text.partition(":")
-    if port and not port.isdigit():
+    if port and not (port.isascii() and port.isdigit()):
         # Not echoed: when a password holds an unencoded / or ?, what stands here is part of it.
         raise ConfigurationError(
             f"the port in the database URL is not a number (not shown: it may be part of a password); {_ENCODE_HELP}"

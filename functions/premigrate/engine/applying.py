@@ -10,15 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from premigrate.engine import indexes
-from premigrate.engine.clock import Clock, TimeBudget
+from premigrate.engine.clock import Clock, TimeBudget, ms_since
 from premigrate.engine.database import (
-    IN_FAILED_TRANSACTION,
     LOCK_NOT_AVAILABLE,
     ConnectionLostError,
     Database,
     ServerError,
 )
-from premigrate.engine.errors import LockLostError, MigrationFailedError
+from premigrate.engine.errors import LockLostError, MigrationFailedError, RunStoppedError
 from premigrate.engine.history import REPEATABLE, VERSIONED, HistoryTable
 from premigrate.engine.lock import MigrationLock
 from premigrate.engine.migrations import ExecutionMode, Migration
@@ -49,6 +48,8 @@ class Applier:
     budget: TimeBudget
     clock: Clock
     progress: ProgressCallback | None = None
+    should_stop: Callable[[], bool] = lambda: False
+    """True once the run was interrupted: no further statement starts."""
 
     def apply(self, migration: Migration) -> MigrationRun:
         if self.progress:
@@ -58,7 +59,7 @@ class Applier:
             attempts = self._apply_in_transaction(migration)
         else:
             attempts = self._apply_statement_by_statement(migration)
-        migration_run = MigrationRun.of(migration, self._ms_since(started), attempts)
+        migration_run = MigrationRun.of(migration, ms_since(self.clock, started), attempts)
         if self.progress:
             self.progress("finished", migration_run)
         return migration_run
@@ -168,6 +169,14 @@ class Applier:
         )
 
     def _execute(self, migration: Migration, statement: Statement, prefix: str = "") -> None:
+        if self.should_stop():
+            line, column = line_and_column(migration.text, statement.offset)
+            raise MigrationFailedError(
+                f"{migration.script}:{line}:{column}: the run was interrupted before this statement",
+                script=migration.script,
+                line=line,
+                column=column,
+            )
         try:
             self.db.run(prefix + statement.text)
         except ConnectionLostError as error:
@@ -190,11 +199,18 @@ class Applier:
         return bool(rows[0][0]), bool(rows[0][1])
 
     def _record_or_fail(self, migration: Migration, sql: str) -> None:
-        """Run the SQL that records success; a refusal at that point (a deferred constraint checked at COMMIT,
-        say) is the migration's failure, named as such."""
+        """Run the SQL that records success (and then resets the session); a refusal there (a deferred
+        constraint checked at COMMIT, say) is the migration's failure, unless the history shows it was
+        committed, when only what followed the COMMIT failed."""
         try:
             self.db.run(f"{_OWN_IDENTITY};\n{sql}")
         except ServerError as error:
+            self.rollback()
+            if self._recorded_as_applied(migration):
+                raise RunStoppedError(
+                    f"{migration.script} is applied and recorded, but resetting the session after it failed "
+                    f"(ERROR {error.sqlstate}: {error.message}): the run stops here; run again to continue"
+                ) from error
             raise MigrationFailedError(
                 f"{migration.script}: ERROR {error.sqlstate} when its history row was written and committed: "
                 f"{error.message}"
@@ -204,6 +220,15 @@ class Applier:
                 sqlstate=error.sqlstate,
             ) from error
 
+    def _recorded_as_applied(self, migration: Migration) -> bool:
+        rows = self.db.run(
+            f"SELECT success FROM {self.history.qualified_name} WHERE script = :script AND checksum = :checksum "
+            "ORDER BY installed_rank DESC LIMIT 1",
+            script=migration.script,
+            checksum=migration.checksum,
+        )
+        return bool(rows and rows[0][0])
+
     def _row_sql(self, migration: Migration, started: float, *, success: bool) -> str:
         return self.history.insert_sql(
             version=str(migration.version) if migration.version else None,
@@ -211,13 +236,13 @@ class Applier:
             type=REPEATABLE if migration.is_repeatable else VERSIONED,
             script=migration.script,
             checksum=migration.checksum,
-            execution_ms=round(self._ms_since(started)),
+            execution_ms=round(ms_since(self.clock, started)),
             success=success,
             execution_mode=migration.mode.value,
         )
 
     def _outcome(self, rank: int, started: float, *, success: bool) -> str:
-        return self.history.outcome_sql(rank, success=success, execution_ms=round(self._ms_since(started)))
+        return self.history.outcome_sql(rank, success=success, execution_ms=round(ms_since(self.clock, started)))
 
     def _record_start(self, migration: Migration) -> int:
         """The row of a migration about to run statement by statement, as failed; its installed_rank."""
@@ -267,20 +292,13 @@ class Applier:
         )
 
     def fresh_session(self) -> None:
-        """Best effort after a failure: the session as a new one would be (the lock stays held)."""
-        try:
+        """Best effort after a failure: the session as a new one would be (the lock stays held). Its own
+        failure must not hide the failure that matters."""
+        with contextlib.suppress(ConnectionLostError, ServerError):
             self.db.run(_FRESH_SESSION)
-        except ConnectionLostError:
-            pass
-        except ServerError as error:
-            if error.sqlstate != IN_FAILED_TRANSACTION:
-                raise
 
     def _pause_before_retry(self, attempt: int) -> None:
         self.clock.sleep(self.settings.retry_pause_seconds * 2 ** (attempt - 1) * random.uniform(0.75, 1.25))
-
-    def _ms_since(self, started: float) -> float:
-        return round((self.clock.monotonic() - started) * 1000, 1)
 
 
 def _statement_failure(

@@ -29,6 +29,10 @@ class SystemClock:
 SYSTEM_CLOCK = SystemClock()
 
 
+def ms_since(clock: Clock, started: float) -> float:
+    return round((clock.monotonic() - started) * 1000, 1)
+
+
 @dataclass(frozen=True)
 class TimeBudget:
     """The seconds a caller may still run (a Lambda's remaining time), less a safety margin.

@@ -6,7 +6,10 @@ passes ``tests/test_database_contract.py``; the contract of each method is writt
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from premigrate.engine.report import Report
 
 LOCK_NOT_AVAILABLE = "55P03"
 IN_FAILED_TRANSACTION = "25P02"
@@ -17,6 +20,9 @@ class ServerError(Exception):
     """The server refused a statement (an ErrorResponse); the session is still usable.
 
     ``position`` is the server's 1-based character position in the submitted text, when it gave one."""
+
+    report: Report | None = None
+    """What the run had done when this reached the engine's caller (set by the engine)."""
 
     def __init__(
         self,
@@ -40,6 +46,9 @@ class ServerError(Exception):
 class ConnectionLostError(Exception):
     """The session is gone (terminated, server restarted or failed over, network dropped); the connection
     cannot be used again. ``reason`` is the server's own last word when it said why (a FATAL error)."""
+
+    report: Report | None = None
+    """What the run had done when this reached the engine's caller (set by the engine)."""
 
     def __init__(self, description: str, reason: ServerError | None = None) -> None:
         super().__init__(description)

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from premigrate.engine.applying import Applier, ProgressCallback
-from premigrate.engine.clock import SYSTEM_CLOCK, Clock, TimeBudget
-from premigrate.engine.database import ConnectionLostError, Database
+from premigrate.engine.clock import SYSTEM_CLOCK, Clock, TimeBudget, ms_since
+from premigrate.engine.database import ConnectionLostError, Database, ServerError
 from premigrate.engine.errors import (
     ConfigurationError,
     MigrationSetError,
     PremigrateError,
+    RunStoppedError,
     ValidationError,
     read_only_database,
 )
@@ -43,6 +44,8 @@ class Engine:
     time_left: Callable[[], float] | None = None
     """Seconds the caller may still run (a Lambda's remaining time); None means no limit."""
     clock: Clock = SYSTEM_CLOCK
+    should_stop: Callable[[], bool] = lambda: False
+    """True once the caller interrupted the run: no statement, migration or lock wait starts after it."""
 
     def __post_init__(self) -> None:
         self.history = HistoryTable(self.settings.schema, self.settings.table)
@@ -90,18 +93,23 @@ class Engine:
         started = self.clock.monotonic()
         report = Report(action)
         lock_wait = min(self.settings.lock_wait_seconds, self.budget.remaining())
-        waited = self.lock.acquire(self.db, lock_wait, give_up=lambda: self.budget.remaining() < 0)
+        waited = self.lock.acquire(self.db, lock_wait, give_up=self.should_stop)
         report.lock_wait_ms = round(waited * 1000, 1)
         try:
+            self._stop_if_interrupted("before it started anything")
             work(report)
-        except PremigrateError as error:
-            report.total_ms = self._ms_since(started)
-            error.report = error.report or report
+        except (PremigrateError, ServerError, ConnectionLostError) as error:
+            report.total_ms = ms_since(self.clock, started)
+            error.report = error.report or report  # what was applied before the error, for every caller
             raise
         finally:
             self._release_lock()
-        report.total_ms = self._ms_since(started)
+        report.total_ms = ms_since(self.clock, started)
         return report
+
+    def _stop_if_interrupted(self, where: str) -> None:
+        if self.should_stop():
+            raise RunStoppedError(f"the run was interrupted: it stopped {where}")
 
     def _release_lock(self) -> None:
         with contextlib.suppress(ConnectionLostError):  # a lost session has released the lock already
@@ -121,6 +129,7 @@ class Engine:
                 "the schema stays ahead; premigrate never undoes a migration"
             )
         for migration in plan.pending:
+            self._stop_if_interrupted(f"before {migration.script}; the next run continues from there")
             if self.budget.remaining() < 0:
                 report.stopped_for_time = True
                 report.notes.append(
@@ -251,11 +260,8 @@ class Engine:
             pending=[MigrationRun.of(m) for m in plan.pending if not m.check()],
             states=plan.states,
             notes=notes or [],
-            total_ms=self._ms_since(started),
+            total_ms=ms_since(self.clock, started),
         )
-
-    def _ms_since(self, started: float) -> float:
-        return round((self.clock.monotonic() - started) * 1000, 1)
 
 
 _POSTGRES_LONGEST_TIMEOUT_MS = 2**31 - 1

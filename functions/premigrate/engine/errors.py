@@ -53,7 +53,11 @@ class LockNotAcquiredError(PremigrateError):
     """Another run held the migration lock for longer than the lock wait limit."""
 
 
-class LockLostError(PremigrateError):
+class RunStoppedError(PremigrateError):
+    """The run stopped after a migration that is applied and recorded; a next run continues."""
+
+
+class LockLostError(RunStoppedError):
     """A migration released the migration lock itself; the run stops before another could get in."""
 
 

@@ -4,7 +4,7 @@ An operator reads it to see who migrated what; a caller that delivers the same r
 (a retried invocation) gets the earlier outcome instead of a second run.
 
     >>> ledger = RunLedger("public")
-    >>> ledger.earlier_result(db, "job-42") or ledger.start(db, "codepipeline", "job-42")
+    >>> ledger.earlier_run(db, "job-42") or ledger.start(db, "codepipeline", "migrate", "job-42")
 """
 
 from __future__ import annotations
@@ -53,12 +53,14 @@ class RunLedger:
             """
         )
 
-    def earlier_result(self, db: Database, request_id: str) -> dict[str, Any] | None:
+    def earlier_run(self, db: Database, request_id: str) -> tuple[str, str, dict[str, Any]] | None:
+        """(caller, action, result) of a finished run with this request id."""
         rows = db.run(
-            f"SELECT result FROM {self.qualified_name} WHERE request_id = :id AND finished_at IS NOT NULL",
+            f"SELECT caller, action, result FROM {self.qualified_name} "
+            "WHERE request_id = :id AND finished_at IS NOT NULL",
             id=request_id,
         )
-        return rows[0][0] if rows else None
+        return (str(rows[0][0]), str(rows[0][1]), rows[0][2]) if rows else None
 
     def start(self, db: Database, caller: str, action: str, request_id: str) -> None:
         db.run(

@@ -42,7 +42,12 @@ class MigrationLock:
         pause = _FIRST_POLL_SECONDS
         while (backend := self._try(db)) is None:
             waited = self.clock.monotonic() - started
-            if waited >= wait_seconds or give_up():
+            if give_up():
+                raise LockNotAcquiredError(
+                    f"the run was interrupted while it waited for the lock for {self.qualified_table} "
+                    f"({waited:.1f} s): {self._describe_holder(db)}"
+                )
+            if waited >= wait_seconds:
                 raise LockNotAcquiredError(
                     f"another migration run held the lock for {self.qualified_table} for the whole lock wait "
                     f"limit ({wait_seconds:g} s): {self._describe_holder(db)}. Let it finish and run again, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,9 +54,15 @@ def with_embedded_database(config: Config) -> Config:
     return replace(config, database_url=start_embedded(Path(config.embedded_dir)))
 
 
-def open_database(config: Config, budget: TimeBudget, clock: Clock, observer: Observer) -> Database:
-    """A session, or a ConfigurationError that says what to check."""
-    connector = _Connector(config, budget, clock, observer)
+def open_database(
+    config: Config,
+    budget: TimeBudget,
+    clock: Clock,
+    observer: Observer,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Database:
+    """A session, or a ConfigurationError that says what to check; no retry once ``should_stop()``."""
+    connector = _Connector(config, budget, clock, observer, should_stop)
     if config.database_url:
         return connector.connect(_url_params(config))
     _required_secret(config)
@@ -91,11 +98,14 @@ def _ca_bundle(config: Config) -> str | None:
 
 
 class _Connector:
-    def __init__(self, config: Config, budget: TimeBudget, clock: Clock, observer: Observer) -> None:
+    def __init__(
+        self, config: Config, budget: TimeBudget, clock: Clock, observer: Observer, should_stop: Callable[[], bool]
+    ) -> None:
         self.config = config
         self.budget = budget
         self.clock = clock
         self.observer = observer
+        self.should_stop = should_stop
 
     def secret_params(self, *, force_fetch: bool, version_stage: str | None) -> ConnectionParams:
         from premigrate.adapters.secret import read_secret  # boto3 only when a secret is asked for
@@ -119,7 +129,7 @@ class _Connector:
                 return connect(params)
             except UnreachableError:
                 pause = 2.0 ** (attempt - 1) * random.uniform(0.75, 1.25)
-                if attempt == CONNECT_ATTEMPTS or self.budget.remaining() < pause:
+                if attempt == CONNECT_ATTEMPTS or self.budget.remaining() < pause or self.should_stop():
                     raise
                 self.observer.warning("could not connect; trying again", attempt=attempt, pause_s=round(pause, 2))
                 self.clock.sleep(pause)

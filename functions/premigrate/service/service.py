@@ -27,13 +27,16 @@ from premigrate.engine import (
 )
 from premigrate.engine.clock import SYSTEM_CLOCK, Clock, TimeBudget
 from premigrate.engine.database import READ_ONLY_TRANSACTION, ConnectionLostError, Database, ServerError
-from premigrate.engine.errors import LockLostError, read_only_database
+from premigrate.engine.errors import RunStoppedError, read_only_database
 from premigrate.engine.ledger import RunLedger
 from premigrate.service.connecting import describe_database, open_database
 from premigrate.service.observer import Observer
 from premigrate.service.settings import Config, resolve_path
 
 ACTIONS = ("plan", "validate", "status", "migrate", "baseline", "repair")
+_LEDGERED = ("migrate", "baseline", "repair")
+"""Actions that change the database: recorded in the run ledger, and replayed when delivered again. The
+read-only ones write nothing, so they work on a read-only endpoint too."""
 
 
 class Category(enum.StrEnum):
@@ -118,7 +121,7 @@ def categorize(error: Exception) -> tuple[Category, str]:
         return Category.LOCK, str(error)
     if isinstance(error, ConfigurationError):
         return Category.CONFIGURATION, str(error)
-    if isinstance(error, MigrationFailedError | LockLostError):
+    if isinstance(error, MigrationFailedError | RunStoppedError):
         return Category.MIGRATION, str(error)
     if isinstance(error, PremigrateError):
         return Category.VALIDATION, str(error)
@@ -139,7 +142,7 @@ def categorize(error: Exception) -> tuple[Category, str]:
 
 def failure(error: Exception) -> Result:
     kind, message = categorize(error)
-    report = error.report if isinstance(error, PremigrateError) else None
+    report = error.report if isinstance(error, PremigrateError | ServerError | ConnectionLostError) else None
     return Result(False, report=report, error=message, error_kind=kind)
 
 
@@ -170,10 +173,8 @@ class Service:
         if self._database is not None:
             self._database.cancel()
 
-    def _time_left_or_cancelled(self) -> float:
-        if self._cancelled:
-            return float("-inf")
-        return self.time_left() if self.time_left is not None else float("inf")
+    def _stopped(self) -> bool:
+        return self._cancelled
 
     def run(self, request: Request) -> Result:
         result = self._run(request)
@@ -188,12 +189,12 @@ class Service:
             else:
                 migrations = load_folder(resolve_path(self.config.migrations, self.base_dir))
             self.observer.starting(describe_database(self.config), migrations)
-            database = open_database(self.config, budget, self.clock, self.observer)
+            database = open_database(self.config, budget, self.clock, self.observer, self._stopped)
         except Exception as error:
             return self._failure(error)
         self._database = database
         try:
-            if request.request_id is None:
+            if request.request_id is None or request.action not in _LEDGERED:
                 return self._act(database, migrations, request)
             return self._ledgered(database, migrations, request)
         except Exception as error:
@@ -206,10 +207,16 @@ class Service:
         assert request.request_id is not None
         ledger = RunLedger(self.config.schema)
         ledger.ensure(database)
-        earlier = ledger.earlier_result(database, request.request_id)
+        earlier = ledger.earlier_run(database, request.request_id)
         if earlier is not None:
-            self.observer.note("request already handled: returning its earlier outcome", outcome=earlier)
-            replayed = Result.from_dict(earlier)
+            caller, action, outcome = earlier
+            if (caller, action) != (request.caller, request.action):
+                raise ConfigurationError(
+                    f"request id {request.request_id!r} was already used by {caller} for {action}: give this "
+                    f"{request.action} a request id of its own"
+                )
+            self.observer.note("request already handled: returning its earlier outcome", outcome=outcome)
+            replayed = Result.from_dict(outcome)
             replayed.replayed = True
             return replayed
         ledger.start(database, request.caller, request.action, request.request_id)
@@ -234,7 +241,8 @@ class Service:
             migrations,
             self.config.engine_settings(),
             progress=self.observer.migration,
-            time_left=self._time_left_or_cancelled,
+            time_left=self.time_left,
+            should_stop=self._stopped,
             clock=self.clock,
         )
         actions: dict[str, Callable[[], Report]] = {

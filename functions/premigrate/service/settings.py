@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -46,7 +47,7 @@ def _text(value: object) -> str:
 def _duration(value: object) -> float:
     if isinstance(value, str):
         return parse_duration(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)) or value < 0:
         raise ValueError(f"{value!r} is not a duration; give seconds as a number, or text like 30s, 500ms or 2min")
     return float(value)
 
@@ -71,7 +72,7 @@ def _sslmode(value: object) -> str:
 
 
 TEXT = Kind(_text)
-DURATION = Kind(_duration, format=lambda seconds: f"{seconds:g}s")
+DURATION = Kind(_duration, format=lambda seconds: f"{seconds!r}s")
 FLAG = Kind(_flag, format=lambda on: "true" if on else "false", is_flag=True)
 VERSION = Kind(_version)
 SSLMODE = Kind(_sslmode)
@@ -227,8 +228,17 @@ SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in fields(Config)}
 def _coerce(spec: Spec, value: object, source: str) -> Any:
     try:
         return spec.kind.coerce(value)
-    except ValueError as error:
-        raise ConfigurationError(f"{source}: {error}") from None
+    except (ValueError, OverflowError) as error:
+        raise ConfigurationError(f"{source}: {hide_passwords(str(error))}") from None
+
+
+_PASSWORD_IN_URL = re.compile(r"(\w+://[^\s:/@]*:).*@")
+"""user:password@ in a URL, up to the last @ of the line: an unencoded password may hold spaces, / or @."""
+
+
+def hide_passwords(text: str) -> str:
+    """The text with the password of any URL in it replaced by ***: for messages that echo what was given."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
 
 
 def load_config(

@@ -87,7 +87,7 @@ def _put(url: str, body: bytes) -> None:
                 problem = f"HTTP {response.status}"
         except urllib.error.HTTPError as error:
             problem = f"HTTP {error.code}"
-        except (urllib.error.URLError, OSError) as error:
+        except (urllib.error.URLError, OSError, ValueError) as error:  # ValueError: a URL urllib cannot use
             problem = type(error).__name__
         logger.warning("sending the response failed", extra={"attempt": attempt, "problem": problem})
         if attempt < _SEND_ATTEMPTS:

@@ -21,11 +21,9 @@ from aws_lambda_powertools.utilities.data_classes import CodePipelineJobEvent
 from premigrate.adapters.artifact import MAX_ARCHIVE_BYTES, migrations_from_zip
 from premigrate.engine import ConfigurationError, MigrationSet, MigrationSetError
 from premigrate.service import Request, Result
-from premigrate.triggers.invocation import function_config, logger, refused, run
+from premigrate.triggers.invocation import REQUEST_SETTINGS, function_config, logger, refused, run
 
 _PARAMETERS: dict[str, type] = {"dry_run": bool, "migrations_path": str}
-SETTINGS = ("target", "lock_wait_seconds")
-"""The UserParameters that are settings of the run, checked as the environment's are."""
 _MAX_MESSAGE = 5000
 
 
@@ -70,16 +68,24 @@ def _continuation_step(job: CodePipelineJobEvent) -> int:
 def _handle(job: CodePipelineJobEvent, step: int, time_left: Callable[[], float]) -> Result:
     try:
         parameters = parse_user_parameters(job.data.action_configuration.configuration.user_parameters)
-    except (KeyError, TypeError, AttributeError):
-        raise UserParametersError("malformed CodePipeline event: no action configuration") from None
-    config = function_config({key: parameters[key] for key in SETTINGS if key in parameters}, "UserParameters")
+        has_artifact = bool(job.data.input_artifacts) and bool(job.data.input_artifacts[0].location.s3_location.key)
+    except (KeyError, TypeError, AttributeError, IndexError):
+        raise UserParametersError(
+            "malformed CodePipeline event: no action configuration, or input artifacts of another shape"
+        ) from None
+    if "migrations_path" in parameters and not has_artifact:
+        raise UserParametersError(
+            "UserParameters migrations_path names a folder of the input artifact, but the action has none: give "
+            "the action an input artifact, or leave migrations_path out to use the migrations bundled with the function"
+        )
+    config = function_config({key: parameters[key] for key in REQUEST_SETTINGS if key in parameters}, "UserParameters")
     folder = parameters.get("migrations_path", "migrations")
     request = Request(
         "plan" if parameters.get("dry_run") else "migrate",
         caller="codepipeline",
         request_id=f"{job.get_id}#{step}",
         # Read inside the run, so that a bad artifact is refused and logged as a bundled set would be.
-        load_migrations=(lambda: _artifact_migrations(job, folder)) if job.data.input_artifacts else None,
+        load_migrations=(lambda: _artifact_migrations(job, folder)) if has_artifact else None,
     )
     return run(config, request, time_left)
 
@@ -93,9 +99,9 @@ def parse_user_parameters(text: str | None) -> dict[str, Any]:
         raise UserParametersError(f"UserParameters is not JSON ({error.msg} at character {error.pos})") from None
     if not isinstance(parameters, dict):
         raise UserParametersError('UserParameters must be a JSON object, like {"dry_run": true}')
-    allowed = ", ".join((*_PARAMETERS, *SETTINGS))
+    allowed = ", ".join((*_PARAMETERS, *REQUEST_SETTINGS))
     for key, value in parameters.items():
-        if key in SETTINGS:
+        if key in REQUEST_SETTINGS:
             continue  # checked with the run's other settings
         expected = _PARAMETERS.get(key)
         if expected is None:
@@ -106,10 +112,20 @@ def parse_user_parameters(text: str | None) -> dict[str, Any]:
 
 
 def _artifact_migrations(job: CodePipelineJobEvent, folder: str) -> MigrationSet:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     location = job.data.input_artifacts[0].location.s3_location
-    s3 = job.setup_s3_client()  # type: ignore[no-untyped-call]
-    body = s3.get_object(Bucket=location.bucket_name, Key=location.key)["Body"]
-    data = body.read(MAX_ARCHIVE_BYTES + 1)
+    try:
+        s3 = job.setup_s3_client()  # type: ignore[no-untyped-call]
+        body = s3.get_object(Bucket=location.bucket_name, Key=location.key)["Body"]
+        data = body.read(MAX_ARCHIVE_BYTES + 1)
+    except (BotoCoreError, ClientError) as error:
+        code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else type(error).__name__
+        raise ConfigurationError(
+            f"could not read the input artifact s3://{location.bucket_name}/{location.key} ({code}): check that it "
+            "exists and that the pipeline's artifact credentials may read it (s3:GetObject, and kms:Decrypt for an "
+            "encrypted artifact store)"
+        ) from None
     if len(data) > MAX_ARCHIVE_BYTES:
         raise MigrationSetError([f"the input artifact is larger than {MAX_ARCHIVE_BYTES} bytes"])
     return migrations_from_zip(data, folder)
