@@ -58,9 +58,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _command(args, console, interruptions)
         except Interrupted:
             return console.interrupted(None, interruptions.signal_name or "a signal", interruptions.exit_code)
-        except BrokenPipeError:  # the reader of our output went away (| head): nobody is left to tell
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout again at exit
-            return 0
 
 
 def _command(args: argparse.Namespace, console: Console, interruptions: Interruptions) -> int:
@@ -101,12 +98,17 @@ def _invoke(config: Config, event_file: str, remaining_seconds: float) -> int:
         from premigrate.engine import ConfigurationError
 
         raise ConfigurationError(f"cannot read the event file {event_file}: {error}") from None
-    for spec in SPECS.values():
-        if "lambda" not in spec.front_doors:
-            os.environ.pop(spec.env, None)
-    os.environ.update(config.to_environ())
-    os.environ["PREMIGRATE_MIGRATIONS"] = str(Path(config.migrations).resolve())
-    result = invoke(event, remaining_seconds=remaining_seconds)
+    saved = dict(os.environ)
+    try:
+        for spec in SPECS.values():
+            if "lambda" not in spec.front_doors:
+                os.environ.pop(spec.env, None)
+        os.environ.update(config.to_environ())
+        os.environ["PREMIGRATE_MIGRATIONS"] = str(Path(config.migrations).resolve())
+        result = invoke(event, remaining_seconds=remaining_seconds)
+    finally:  # the function's environment is this invocation's only
+        os.environ.clear()
+        os.environ.update(saved)
     print(json.dumps(result, indent=2, default=str))
     if result.get("ok") or result.get("Status") == "SUCCESS":
         return 0

@@ -4,6 +4,7 @@ and errors on stderr. It is the CLI's Observer of a run, and prints the run's Re
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -16,10 +17,21 @@ class Console(Observer):
     def __init__(self, *, json_mode: bool, folder: str = "") -> None:
         self.json_mode = json_mode
         self.folder = folder
+        self._reader_gone = False
 
     def line(self, text: str) -> None:
         if not self.json_mode:
+            self.out(text)
+
+    def out(self, text: str) -> None:
+        """Print to stdout, unless its reader went away (``| head``): then nobody is left to read the rest."""
+        if self._reader_gone:
+            return
+        try:
             print(text, flush=True)
+        except BrokenPipeError:
+            self._reader_gone = True
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout once more at exit
 
     def starting(self, database: str, migrations: MigrationSet) -> None:
         self.line(f"database    {database}")
@@ -45,7 +57,7 @@ class Console(Observer):
             return self._failure(result)
         assert result.report is not None
         if self.json_mode:
-            print(json.dumps(result.report.to_dict(), default=str, indent=2))
+            self.out(json.dumps(result.report.to_dict(), default=str, indent=2))
         else:
             self._report(result.report)
         return result.exit_code
@@ -55,7 +67,7 @@ class Console(Observer):
         report = result.report if result is not None else None
         if self.json_mode:
             body = {"interrupted": signal_name, "exit_code": exit_code, "error": result.error if result else None}
-            print(json.dumps({**body, "report": report.to_dict() if report else None}, default=str, indent=2))
+            self.out(json.dumps({**body, "report": report.to_dict() if report else None}, default=str, indent=2))
         elif report is not None and report.applied:
             self.line(f"applied before the interruption: {', '.join(r.label for r in report.applied)}")
         why = f": {result.error}" if result is not None and result.error else ""
@@ -108,7 +120,7 @@ class Console(Observer):
             }
             if result.report is not None:
                 body["report"] = result.report.to_dict()
-            print(json.dumps(body, default=str, indent=2))
+            self.out(json.dumps(body, default=str, indent=2))
         elif result.report is not None and result.report.applied:
             self.line(f"applied before the failure: {', '.join(r.label for r in result.report.applied)}")
         print(f"error: {result.error}", file=sys.stderr)

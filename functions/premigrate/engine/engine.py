@@ -51,7 +51,9 @@ class Engine:
         self.history = HistoryTable(self.settings.schema, self.settings.table)
         self.lock = MigrationLock(f"{self.settings.schema}.{self.settings.table}", self.clock)
         self.budget = TimeBudget(self.time_left, self.settings.time_margin_seconds)
-        self.applier = Applier(self.db, self.history, self.lock, self.settings, self.budget, self.clock, self.progress)
+        self.applier = Applier(
+            self.db, self.history, self.lock, self.settings, self.budget, self.clock, self.progress, self.should_stop
+        )
         try:
             self.target = Version.parse(self.settings.target) if self.settings.target else None
         except ValueError as error:
