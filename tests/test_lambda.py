@@ -628,3 +628,24 @@ def test_a_function_without_a_database_says_which_setting_is_missing(function_en
     answer = inbox.received()
     assert answer["Status"] == "FAILED"
     assert answer["Reason"].startswith(f"premigrate configuration error: {missing}")
+
+
+def test_an_artifact_that_cannot_be_read_is_named_in_the_failure(function_env, pipeline) -> None:
+    invoke(job_event("job-missing", artifact_key="build/never-uploaded.zip"))
+    operation, params = pipeline.last()
+    assert operation == "PutJobFailureResult"
+    assert params["failureDetails"]["message"].startswith(
+        f"premigrate configuration error: could not read the input artifact s3://{BUCKET}/build/never-uploaded.zip "
+        "(NoSuchKey)"
+    )
+
+
+def test_a_migrations_path_without_an_artifact_is_refused(function_env, pipeline, db) -> None:
+    invoke(job_event("job-no-artifact", json.dumps({"migrations_path": "db"})))
+    operation, params = pipeline.last()
+    assert operation == "PutJobFailureResult"
+    assert (
+        "migrations_path names a folder of the input artifact, but the action has none"
+        in (params["failureDetails"]["message"])
+    )
+    assert db.run("SELECT to_regclass('users')") == [[None]]
