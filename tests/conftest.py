@@ -120,6 +120,15 @@ def function_env(monkeypatch: pytest.MonkeyPatch, database_url: str, write_migra
 
 
 @pytest.fixture
+def limited_role(server) -> Iterator[str]:
+    """A role without login and without rights: one a migration may SET ROLE to."""
+    name = f"limited_{uuid.uuid4().hex[:8]}"
+    server.admin(f"CREATE ROLE {name} NOLOGIN")
+    yield name
+    server.admin(f"DROP ROLE {name}")
+
+
+@pytest.fixture
 def password_user(server, database_url) -> Iterator[str]:
     if server.name == "url":
         pytest.skip("needs a server whose pg_hba.conf the tests set up")

@@ -60,15 +60,6 @@ def history(db) -> list[tuple]:
     return [tuple(r) for r in db.run("SELECT script, success FROM premigrate_schema_history ORDER BY installed_rank")]
 
 
-@pytest.fixture
-def limited_role(db) -> Iterator[str]:
-    role = f"limited_{uuid.uuid4().hex[:8]}"
-    db.run(f"CREATE ROLE {role} NOLOGIN")
-    yield role
-    db.run(f"DROP OWNED BY {role}")
-    db.run(f"DROP ROLE {role}")
-
-
 # ---- A. the bookkeeping ------------------------------------------------------------------------------
 
 

@@ -9,8 +9,6 @@ history row.
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,14 +141,6 @@ def effects_without_history(url: str, count: int) -> list[str]:
         connection.close()
 
 
-@pytest.fixture
-def role(server) -> Iterator[str]:
-    name = f"limited_{uuid.uuid4().hex[:8]}"
-    server.admin(f"CREATE ROLE {name} NOLOGIN")
-    yield name
-    server.admin(f"DROP ROLE {name}")
-
-
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     steps=st.lists(st.builds(Step, st.sampled_from(MODES), st.sampled_from(SESSION_CHANGES)), min_size=2, max_size=5),
@@ -158,14 +148,17 @@ def role(server) -> Iterator[str]:
     fault=st.sampled_from(FAULTS),
     fault_at=st.integers(min_value=2, max_value=6),
 )
-def test_one_run_and_any_split_give_the_same_result(server, role, steps, cuts, fault, fault_at, reliability) -> None:
+def test_one_run_and_any_split_give_the_same_result(
+    server, limited_role, steps, cuts, fault, fault_at, reliability
+) -> None:
     fault_at = min(fault_at, len(steps) + 1)
+    role = limited_role
     clean = migration_set(steps, role)
     with server.database("one") as one_url, server.database("split") as split_url:
         run(one_url, clean)
         expected = snapshot(one_url)
 
-        faulty = migration_set(steps, role, (fault, fault_at) if fault == "failing statement" else None)
+        faulty = migration_set(steps, limited_role, (fault, fault_at) if fault == "failing statement" else None)
         kill_at = f"t{fault_at} " if fault == "killed session" else ""
         for target in [str(cut + 1) for cut in sorted(cuts) if cut + 1 <= len(steps)] + [None]:
             try:
