@@ -228,12 +228,18 @@ def test_lambda_reports_a_lost_connection_as_the_migration_error(
     assert (answer["ok"], answer["error_kind"]) == (False, "migration")
     assert answer["error"].startswith("V2__slow.sql:2:1: the connection to the database was lost")
     assert consistency_of_slow_set(url) == (["V1__users.sql"], False)
-    retried = invoke({"action": "migrate", "request_id": "r-1"})  # the ledger never heard the end: it runs again
-    assert retried["ok"] and [r["script"] for r in retried["report"]["applied"]] == ["V2__slow.sql", "V3__after.sql"]
+    # The ledger never heard the end, so the same request delivered again (a Lambda retry after the caller
+    # was answered) must not run a second time; a new request continues where the first stopped.
+    retried = invoke({"action": "migrate", "request_id": "r-1"})
+    assert (retried["ok"], retried["error_kind"]) == (False, "configuration")
+    assert retried["error"].startswith("request 'r-1' is already being handled")
+    again = invoke({"action": "migrate", "request_id": "r-2"})
+    assert again["ok"] and [r["script"] for r in again["report"]["applied"]] == ["V2__slow.sql", "V3__after.sql"]
     reliability(
         "Lambda: the migrating session is terminated",
         2,
-        "the caller gets the migration error (not an internal one); a retry of the request completes",
+        "the caller gets the migration error (not an internal one); the same request never runs twice, a new one "
+        "completes",
         f"answer: '{answer['error'].split(' (')[0]}'",
     )
 

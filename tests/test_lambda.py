@@ -649,3 +649,53 @@ def test_a_migrations_path_without_an_artifact_is_refused(function_env, pipeline
         in (params["failureDetails"]["message"])
     )
     assert db.run("SELECT to_regclass('users')") == [[None]]
+
+
+def test_a_wrong_password_without_a_rotation_says_so(secret_arn, server, password_user, lambda_logs) -> None:
+    server.admin(f"ALTER ROLE {password_user} PASSWORD 'changed-behind-the-secret'")
+    result = invoke({"action": "status"})
+    assert (result["ok"], result["error_kind"]) == (False, "configuration")
+    assert result["error"].startswith("the server refused the credentials for ")
+    assert "ResourceNotFoundException" not in result["error"]
+
+
+def test_a_request_still_running_elsewhere_is_never_run_twice(function_env, db) -> None:
+    assert invoke({"action": "status"})["ok"]  # creates nothing: read-only
+    first = invoke({"action": "migrate", "request_id": "twice"})
+    assert first["ok"]
+    db.run("UPDATE premigrate_run_ledger SET finished_at = NULL, outcome = 'running' WHERE request_id = 'twice'")
+    again = invoke({"action": "migrate", "request_id": "twice"})
+    assert (again["ok"], again["error_kind"]) == (False, "configuration")
+    assert again["error"].startswith("request 'twice' is already being handled (started ")
+    assert db.run("SELECT outcome FROM premigrate_run_ledger WHERE request_id = 'twice'") == [["running"]]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"target": "1", "target": "2"}', "UserParameters gives 'target' more than once"),
+        ('{"lock_wait_seconds": NaN}', "UserParameters holds NaN"),
+        ('{"lock_wait_seconds": -Infinity}', "UserParameters holds -Infinity"),
+    ],
+)
+def test_user_parameters_that_json_allows_but_make_no_sense_are_refused(text, message) -> None:
+    from premigrate.triggers.codepipeline import UserParametersError, parse_user_parameters
+
+    with pytest.raises(UserParametersError, match=re.escape(message)):
+        parse_user_parameters(text)
+
+
+@pytest.mark.parametrize("size", [10, 5000])
+def test_the_reason_fits_4096_bytes_and_keeps_its_beginning(size) -> None:
+    from premigrate.triggers.cloudformation import MAX_RESPONSE_BYTES, Responder
+
+    event = {"StackId": "s" * size, "RequestId": "r", "LogicalResourceId": "l", "ResponseURL": "http://x"}
+    reason = "V2__x.sql:3:1: ERROR 42601: " + "ü€😀" * 3000
+    body = Responder(event, "premigrate-1")._body("FAILED", reason, {})
+    sent = json.dumps(body).encode()
+    if size < MAX_RESPONSE_BYTES:
+        assert len(sent) <= MAX_RESPONSE_BYTES
+        assert body["Reason"].startswith("V2__x.sql:3:1: ERROR 42601: ü€😀")
+        assert body["Reason"].endswith("(truncated; the function's log has the whole message)")
+    else:  # other fields alone are too long: it still ends, with the shortest Reason
+        assert body["Reason"] == " … (truncated; the function's log has the whole message)"

@@ -24,12 +24,17 @@ def read_secret(
     """Connection settings from the secret; cached for ``max_age`` seconds unless ``force_fetch``.
 
     ``version_stage="AWSPENDING"`` reads the value a rotation is about to make current; the cache does not
-    tell stages apart, so such a read always fetches.
+    tell stages apart, so such a read always fetches, and is kept for no time, so that the next read of the
+    current value never gets the pending one from the cache.
     """
     stage = {"VersionStage": version_stage} if version_stage else {}
     try:
         secret = parameters.get_secret(
-            secret_id, transform="json", max_age=max_age, force_fetch=force_fetch or bool(version_stage), **stage
+            secret_id,
+            transform="json",
+            max_age=0 if version_stage else max_age,
+            force_fetch=force_fetch or bool(version_stage),
+            **stage,
         )
     except TransformParameterError:
         raise ConfigurationError(

@@ -62,16 +62,23 @@ class RunLedger:
         )
         return (str(rows[0][0]), str(rows[0][1]), rows[0][2]) if rows else None
 
-    def start(self, db: Database, caller: str, action: str, request_id: str) -> None:
-        db.run(
+    def start(self, db: Database, caller: str, action: str, request_id: str) -> bool:
+        """Record the run as running; False when a run with this request id is recorded already (running,
+        died, or finished just now): its record is never overwritten."""
+        rows = db.run(
             f"""
             INSERT INTO {self.qualified_name} (request_id, caller, action) VALUES (:id, :caller, :action)
-            ON CONFLICT (request_id) DO UPDATE SET started_at = now(), finished_at = NULL, outcome = 'running'
+            ON CONFLICT (request_id) DO NOTHING RETURNING request_id
             """,
             id=request_id,
             caller=caller,
             action=action,
         )
+        return bool(rows)
+
+    def started_at(self, db: Database, request_id: str) -> str | None:
+        rows = db.run(f"SELECT started_at::text FROM {self.qualified_name} WHERE request_id = :id", id=request_id)
+        return str(rows[0][0]) if rows else None
 
     def finish(
         self,

@@ -66,18 +66,25 @@ def open_database(
     if config.database_url:
         return connector.connect(_url_params(config))
     _required_secret(config)
-    for attempt, (force_fetch, version_stage) in enumerate(_SECRET_STAGES):
-        params = connector.secret_params(force_fetch=force_fetch, version_stage=version_stage)
-        try:
-            return connector.connect(params)
-        except AuthenticationFailedError:
-            if attempt == len(_SECRET_STAGES) - 1:
-                raise
+    refused: AuthenticationFailedError | None = None
+    for force_fetch, version_stage in _SECRET_STAGES:
+        if refused is not None:
             observer.warning(
                 "the database refused the secret's credentials; reading the secret again",
-                next_stage=_SECRET_STAGES[attempt + 1][1] or "AWSCURRENT",
+                next_stage=version_stage or "AWSCURRENT",
             )
-    raise AssertionError("unreachable: the last stage returns or raises")
+        try:
+            params = connector.secret_params(force_fetch=force_fetch, version_stage=version_stage)
+        except ConfigurationError:
+            if version_stage and refused is not None:  # no rotation under way: the refusal is the answer
+                raise refused from None
+            raise
+        try:
+            return connector.connect(params)
+        except AuthenticationFailedError as error:
+            refused = error
+    assert refused is not None
+    raise refused
 
 
 def _required_secret(config: Config) -> str:

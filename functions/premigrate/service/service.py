@@ -207,19 +207,8 @@ class Service:
         assert request.request_id is not None
         ledger = RunLedger(self.config.schema)
         ledger.ensure(database)
-        earlier = ledger.earlier_run(database, request.request_id)
-        if earlier is not None:
-            caller, action, outcome = earlier
-            if (caller, action) != (request.caller, request.action):
-                raise ConfigurationError(
-                    f"request id {request.request_id!r} was already used by {caller} for {action}: give this "
-                    f"{request.action} a request id of its own"
-                )
-            self.observer.note("request already handled: returning its earlier outcome", outcome=outcome)
-            replayed = Result.from_dict(outcome)
-            replayed.replayed = True
-            return replayed
-        ledger.start(database, request.caller, request.action, request.request_id)
+        if not ledger.start(database, request.caller, request.action, request.request_id):
+            return self._earlier(ledger, database, request)
         result = self._act(database, migrations, request)
         applied = result.report.applied if result.report else []
         try:
@@ -234,6 +223,28 @@ class Service:
         except ConnectionLostError:  # the run's own error (a lost connection) is the answer that matters
             self.observer.warning("the connection was lost: the run ledger keeps this request as running")
         return result
+
+    def _earlier(self, ledger: RunLedger, database: Database, request: Request) -> Result:
+        """A request id delivered again (Lambda retries, a duplicate event): never a second run."""
+        assert request.request_id is not None
+        earlier = ledger.earlier_run(database, request.request_id)
+        if earlier is None:
+            since = ledger.started_at(database, request.request_id)
+            raise ConfigurationError(
+                f"request {request.request_id!r} is already being handled (started {since}), so it is not run a "
+                "second time; if that invocation died, the run ledger keeps it as running: look at the history, "
+                "and send a new request id to run again"
+            )
+        caller, action, outcome = earlier
+        if (caller, action) != (request.caller, request.action):
+            raise ConfigurationError(
+                f"request id {request.request_id!r} was already used by {caller} for {action}: give this "
+                f"{request.action} a request id of its own"
+            )
+        self.observer.note("request already handled: returning its earlier outcome", outcome=outcome)
+        replayed = Result.from_dict(outcome)
+        replayed.replayed = True
+        return replayed
 
     def _act(self, database: Database, migrations: MigrationSet, request: Request) -> Result:
         engine = Engine(

@@ -53,7 +53,7 @@ class Responder:
             body = self._body(status, reason, data)
             self.sent = body
         logger.info("responding to CloudFormation", extra={"status": status, "reason": body.get("Reason", "")})
-        _put(str(self.event["ResponseURL"]), json.dumps(body).encode())
+        _put(str(self.event["ResponseURL"]), _encoded(body))
         return body
 
     def _body(self, status: str, reason: str, data: dict[str, str]) -> dict[str, Any]:
@@ -66,14 +66,33 @@ class Responder:
             "LogicalResourceId": self.event.get("LogicalResourceId", ""),
             "Data": data,
         }
-        overflow = len(json.dumps(body).encode()) - MAX_RESPONSE_BYTES
-        if overflow > 0:
-            note = " … (truncated; the function's log has the whole message)"
-            # Cut characters generously: a non-ASCII character takes several bytes once JSON-escaped.
-            body["Reason"] = body["Reason"][: max(len(body["Reason"]) - overflow - len(note) - 16, 0)] + note
-            while len(json.dumps(body).encode()) > MAX_RESPONSE_BYTES and body["Reason"]:
-                body["Reason"] = body["Reason"][: len(body["Reason"]) // 2] + note
+        return _fitted(body)
+
+
+_TRUNCATED = " … (truncated; the function's log has the whole message)"
+
+
+def _encoded(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode()
+
+
+def _fitted(body: dict[str, Any]) -> dict[str, Any]:
+    """The body within MAX_RESPONSE_BYTES, measured in bytes as sent: the Reason keeps its longest
+    beginning that fits (where file, line and SQLSTATE are), found by bisection, so a bounded number of
+    tries whatever the other fields hold."""
+    if len(_encoded(body)) <= MAX_RESPONSE_BYTES:
         return body
+    reason = str(body["Reason"])
+    shortest, longest = 0, len(reason)
+    while shortest < longest:
+        middle = (shortest + longest + 1) // 2
+        body["Reason"] = reason[:middle] + _TRUNCATED
+        if len(_encoded(body)) <= MAX_RESPONSE_BYTES:
+            shortest = middle
+        else:
+            longest = middle - 1
+    body["Reason"] = reason[:shortest] + _TRUNCATED
+    return body
 
 
 def _put(url: str, body: bytes) -> None:

@@ -94,7 +94,7 @@ def parse_user_parameters(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        parameters = json.loads(text)
+        parameters = json.loads(text, object_pairs_hook=_refuse_duplicate_keys, parse_constant=_refuse_constant)
     except json.JSONDecodeError as error:
         raise UserParametersError(f"UserParameters is not JSON ({error.msg} at character {error.pos})") from None
     if not isinstance(parameters, dict):
@@ -109,6 +109,17 @@ def parse_user_parameters(text: str | None) -> dict[str, Any]:
         if not isinstance(value, expected):
             raise UserParametersError(f"UserParameters {key!r} has the wrong type ({type(value).__name__})")
     return parameters
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if duplicated := sorted({key for key in keys if keys.count(key) > 1}):
+        raise UserParametersError(f"UserParameters gives {', '.join(map(repr, duplicated))} more than once")
+    return dict(pairs)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise UserParametersError(f"UserParameters holds {name}, which is no number a setting can take")
 
 
 def _artifact_migrations(job: CodePipelineJobEvent, folder: str) -> MigrationSet:
