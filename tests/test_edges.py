@@ -221,3 +221,15 @@ def test_a_closed_pipe_is_not_an_error(database_url, write_migrations) -> None:
     )
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
     assert done.returncode == 0, done.stderr
+
+
+def test_an_internal_error_names_where_it_happened_and_no_value() -> None:
+    from premigrate.service import failure
+
+    try:
+        {"password": "hunter2"}["missing-key-with-a-secret"]
+    except KeyError as error:
+        result = failure(error)
+    assert (result.error_kind, result.exit_code) == ("internal", 70)
+    assert result.error is not None and result.error.startswith("unexpected error (KeyError at test_edges.py:")
+    assert "secret" not in result.error and "hunter2" not in result.error

@@ -65,17 +65,18 @@ def _command(args: argparse.Namespace, console: Console, interruptions: Interrup
         config = load_config("cli", os.environ, {name: getattr(args, name) for name in SPECS})
         console.folder = config.migrations
         if args.command == "new":
-            return _new_migration(Path(config.migrations), args.description)
+            console.out(str(_new_migration(Path(config.migrations), args.description)))
+            return 0
         if args.command == "fingerprint":
             from premigrate.adapters.folder import load_folder
 
-            print(load_folder(Path(config.migrations)).fingerprint)
+            console.out(load_folder(Path(config.migrations)).fingerprint)
             return 0
         from premigrate.service.connecting import with_embedded_database
 
         config = with_embedded_database(config)
         if args.command == "invoke":
-            return _invoke(config, args.event_file, args.remaining_time)
+            return _invoke(config, args.event_file, args.remaining_time, console)
     except Exception as error:
         return console.show(failure(error))
     action, _ = _COMMANDS[args.command]
@@ -86,7 +87,7 @@ def _command(args: argparse.Namespace, console: Console, interruptions: Interrup
     return console.show(result)
 
 
-def _invoke(config: Config, event_file: str, remaining_seconds: float) -> int:
+def _invoke(config: Config, event_file: str, remaining_seconds: float, console: Console) -> int:
     """The Lambda handler in-process; its settings reach it through the environment, as in Lambda."""
     import json
 
@@ -109,7 +110,7 @@ def _invoke(config: Config, event_file: str, remaining_seconds: float) -> int:
     finally:  # the function's environment is this invocation's only
         os.environ.clear()
         os.environ.update(saved)
-    print(json.dumps(result, indent=2, default=str))
+    console.out(json.dumps(result, indent=2, default=str))
     if result.get("ok") or result.get("Status") == "SUCCESS":
         return 0
     kind = result.get("error_kind")
@@ -120,7 +121,7 @@ _LONGEST_SLUG = 100
 """File names stay far below the usual 255-byte limit, whatever the description's length."""
 
 
-def _new_migration(folder: Path, description: str) -> int:
+def _new_migration(folder: Path, description: str) -> Path:
     from premigrate.adapters.folder import load_folder
     from premigrate.engine import ConfigurationError, Version
 
@@ -139,8 +140,7 @@ def _new_migration(folder: Path, description: str) -> int:
         path.write_text(f"-- {description}\n", encoding="utf-8")
     except OSError as error:
         raise ConfigurationError(f"cannot create {path}: {error.strerror or error}") from None
-    print(path)
-    return 0
+    return path
 
 
 def _duration(text: str) -> float:

@@ -11,8 +11,10 @@ raises for anything a person can fix: the Result says what happened.
 from __future__ import annotations
 
 import enum
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from premigrate.adapters.folder import load_folder
@@ -134,10 +136,16 @@ def categorize(error: Exception) -> tuple[Category, str]:
         return categorize(read_only_database())
     if isinstance(error, ServerError):
         return Category.DATABASE, f"the database refused an operation premigrate needs: {error}"
-    return (
-        Category.INTERNAL,
-        f"unexpected error ({type(error).__name__}); this is a premigrate bug: the log has the details",
+    return Category.INTERNAL, (
+        f"unexpected error ({type(error).__name__} at {_where(error)}): a premigrate bug; please report it with "
+        "this line (the Lambda function's log has the whole traceback)"
     )
+
+
+def _where(error: BaseException) -> str:
+    """File and line the error came from: enough for a bug report, without printing values (secrets)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "an unknown place"
 
 
 def failure(error: Exception) -> Result:
