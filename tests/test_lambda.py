@@ -472,16 +472,46 @@ def test_continuation_across_two_invocations(function_env, write_migrations, pip
     write_migrations({"V2__slow.sql": "SELECT pg_sleep(1.6);", "V3__later.sql": "CREATE TABLE later ();"})
     invoke(job_event("job-6"), remaining_seconds=2.5)  # time margin 1 s: V3 would start too late
     operation, params = pipeline.last()
-    assert (operation, params) == ("PutJobSuccessResult", {"jobId": "job-6", "continuationToken": '{"step": 1}'})
+    assert (operation, params) == (
+        "PutJobSuccessResult",
+        {
+            "jobId": "job-6",
+            "continuationToken": '{"step": 1, "before": null, "applied": 2}',
+            "executionDetails": {
+                "summary": "applied 2 migration(s) so far, 1 to go; continuing",
+                "percentComplete": 67,
+            },
+        },
+    )
     assert history(db) == ["V1__users.sql", "V2__slow.sql"]
 
+    whole_job = {"SchemaVersionBefore": "none", "SchemaVersionAfter": "3", "AppliedCount": "3"}
     invoke(job_event("job-6", continuation=params["continuationToken"]))
-    assert pipeline.last()[1]["outputVariables"]["SchemaVersionAfter"] == "3"
+    assert pipeline.last()[1]["outputVariables"] == whole_job  # the whole job, not its last invocation
     assert history(db) == ["V1__users.sql", "V2__slow.sql", "V3__later.sql"]
 
     invoke(job_event("job-6", continuation=params["continuationToken"]))  # CodePipeline's own retry
-    assert pipeline.last()[1]["outputVariables"]["AppliedCount"] == "1"  # the earlier outcome, replayed
+    assert pipeline.last()[1]["outputVariables"] == whole_job  # the earlier outcome, replayed
     assert len(history(db)) == 3
+
+
+def test_a_continuation_that_cannot_progress_fails_the_job(function_env, pipeline, db) -> None:
+    invoke(job_event("job-short"), remaining_seconds=0.5)  # less than the 1 s time margin from the start
+    operation, params = pipeline.last()
+    assert operation == "PutJobFailureResult"
+    assert params["failureDetails"]["message"] == (
+        "premigrate ran short of the function's time before it could apply a single migration (1 pending): "
+        "raise the function's timeout"
+    )
+    assert db.run("SELECT to_regclass('users')") == [[None]]
+
+
+@pytest.mark.parametrize("token", ['{"step": 0}', '{"step": 1, "applied": -1}', '["step"]', "not json"])
+def test_a_continuation_token_premigrate_did_not_make_is_refused(function_env, pipeline, token) -> None:
+    invoke(job_event("job-token", continuation=token))
+    operation, params = pipeline.last()
+    assert operation == "PutJobFailureResult"
+    assert "the job's continuation token is not one premigrate made" in params["failureDetails"]["message"]
 
 
 # ---- Direct invoke ------------------------------------------------------------------------------

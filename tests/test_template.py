@@ -53,7 +53,14 @@ def test_function_runs_python_313_on_arm64_in_the_vpc(stack) -> None:
     assert properties["Handler"] == "premigrate.lambda_handler.lambda_handler"
     assert (properties["Runtime"], properties["Architectures"]) == ("python3.13", ["arm64"])
     assert properties["Timeout"] == {"Ref": "FunctionTimeout"} and properties["MemorySize"] == {"Ref": "FunctionMemory"}
-    assert properties["ReservedConcurrentExecutions"] == 1
+    # No reservation unless asked for (the lock makes runs take turns); never a retry of an answered caller.
+    assert properties["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+    assert stack["Parameters"]["ReservedConcurrency"]["Default"] == ""
+    (invoke_config,) = [r for r in stack["Resources"].values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
+    assert invoke_config["Properties"]["MaximumRetryAttempts"] == 0
+    assert invoke_config["Properties"]["MaximumEventAgeInSeconds"] == 3600
     assert properties["VpcConfig"] == {
         "SubnetIds": {"Ref": "SubnetIds"},
         "SecurityGroupIds": {"Ref": "SecurityGroupIds"},

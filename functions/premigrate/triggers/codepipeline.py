@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import CodePipelineJobEvent
 
 from premigrate.adapters.artifact import MAX_ARCHIVE_BYTES, migrations_from_zip
 from premigrate.engine import ConfigurationError, MigrationSet, MigrationSetError
+from premigrate.engine.report import Report
 from premigrate.service import Request, Result
 from premigrate.triggers.invocation import REQUEST_SETTINGS, function_config, logger, refused, run
 
@@ -45,24 +47,46 @@ def handle(event: dict[str, Any], time_left: Callable[[], float]) -> dict[str, A
         return {"ok": False, "error": "malformed CodePipeline event: no job id"}
     client = codepipeline_client()
     job_event = CodePipelineJobEvent(event)
-    step = 0
+    progress = JobProgress()
     try:
-        step = _continuation_step(job_event)
-        result = _handle(job_event, step, time_left)
+        progress = JobProgress.of(job_event)
+        result = _handle(job_event, progress.step, time_left)
     except Exception as error:
         result = refused(error)
-    return _report_job(client, job_id, step, result)
+    return _report_job(client, job_id, progress, result)
 
 
-def _continuation_step(job: CodePipelineJobEvent) -> int:
-    """Which invocation of the job this is: 0 first, then 1, 2, … as our continuation tokens count."""
-    token = job.data.continuation_token
-    if not token:
-        return 0
-    try:
-        return int(json.loads(token)["step"])
-    except (ValueError, KeyError, TypeError):
-        raise UserParametersError("the job's continuation token is not one premigrate made") from None
+@dataclass(frozen=True)
+class JobProgress:
+    """What the earlier invocations of a job did, carried in our continuation token: the job's output
+    variables describe the whole job, not its last invocation."""
+
+    step: int = 0
+    """0 for the first invocation, then 1, 2, …"""
+    version_before: str | None = None
+    applied: int = 0
+
+    @classmethod
+    def of(cls, job: CodePipelineJobEvent) -> JobProgress:
+        token = job.data.continuation_token
+        if not token:
+            return cls()
+        try:
+            fields = json.loads(token)
+            progress = cls(int(fields["step"]), fields.get("before"), int(fields.get("applied", 0)))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UserParametersError("the job's continuation token is not one premigrate made") from None
+        if progress.step < 1 or progress.applied < 0:
+            raise UserParametersError("the job's continuation token is not one premigrate made")
+        return progress
+
+    def after(self, report: Report) -> JobProgress:
+        """The progress once this invocation's report is counted in."""
+        before = self.version_before if self.step else report.schema_version_before
+        return JobProgress(self.step + 1, before, self.applied + len(report.applied))
+
+    def token(self) -> str:
+        return json.dumps({"step": self.step, "before": self.version_before, "applied": self.applied})
 
 
 def _handle(job: CodePipelineJobEvent, step: int, time_left: Callable[[], float]) -> Result:
@@ -142,25 +166,47 @@ def _artifact_migrations(job: CodePipelineJobEvent, folder: str) -> MigrationSet
     return migrations_from_zip(data, folder)
 
 
-def _report_job(client: Any, job_id: str, step: int, result: Result) -> dict[str, Any]:
+def _report_job(client: Any, job_id: str, progress: JobProgress, result: Result) -> dict[str, Any]:
     try:
         if not result.ok or result.report is None:
-            message = f"premigrate {result.error_kind} error: {result.error}"
-            client.put_job_failure_result(
-                jobId=job_id,
-                failureDetails={"type": "JobFailed", "message": message[:_MAX_MESSAGE]},
+            _fail_job(client, job_id, f"premigrate {result.error_kind} error: {result.error}")
+        elif result.stopped_for_time and not result.report.applied:
+            # Another invocation would have as little time: answering with a token would loop until the
+            # pipeline's 24-hour limit.
+            _fail_job(
+                client,
+                job_id,
+                "premigrate ran short of the function's time before it could apply a single migration "
+                f"({len(result.report.pending)} pending): raise the function's timeout",
             )
-        elif result.stopped_for_time:
-            client.put_job_success_result(jobId=job_id, continuationToken=json.dumps({"step": step + 1}))
         else:
-            client.put_job_success_result(
-                jobId=job_id,
-                outputVariables={
-                    "SchemaVersionBefore": result.report.schema_version_before or "none",
-                    "SchemaVersionAfter": result.report.schema_version_after or "none",
-                    "AppliedCount": str(len(result.report.applied)),
-                },
-            )
+            _succeed_job(client, job_id, progress.after(result.report), result.report)
     except Exception:
         logger.exception("could not report the job's result to CodePipeline")
     return result.to_dict()
+
+
+def _fail_job(client: Any, job_id: str, message: str) -> None:
+    client.put_job_failure_result(jobId=job_id, failureDetails={"type": "JobFailed", "message": message[:_MAX_MESSAGE]})
+
+
+def _succeed_job(client: Any, job_id: str, progress: JobProgress, report: Report) -> None:
+    if report.stopped_for_time:
+        done = progress.applied
+        client.put_job_success_result(
+            jobId=job_id,
+            continuationToken=progress.token(),
+            executionDetails={
+                "summary": f"applied {done} migration(s) so far, {len(report.pending)} to go; continuing",
+                "percentComplete": round(100 * done / (done + len(report.pending))),
+            },
+        )
+        return
+    client.put_job_success_result(
+        jobId=job_id,
+        outputVariables={
+            "SchemaVersionBefore": progress.version_before or "none",
+            "SchemaVersionAfter": report.schema_version_after or "none",
+            "AppliedCount": str(progress.applied),
+        },
+    )
