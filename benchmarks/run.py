@@ -372,8 +372,8 @@ def race_cases(bench: Bench, server: Server, work: Path) -> None:
             f"Target (1.2x) missed: {RACERS} processes start {RACERS} Python interpreters on {os.cpu_count()} cores, "
             f"and starting them alone takes {_t(floor.median)}. One `up` plus that start-up is "
             f"{_t(single.median + floor.median)}; the race took {_t(racing_case.median)}: the lock costs the waiters "
-            "their polling (every 50 ms, backing off to 1 s) and then nothing. In Lambda, reserved concurrency 1 "
-            "keeps such a race from happening at all."
+            "their polling (every 50 ms, backing off to 1 s) and then nothing. In Lambda, the same lock makes "
+            "such racing invocations take turns (and ReservedConcurrency can cap them)."
         ),
     )
 
