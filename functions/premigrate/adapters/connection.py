@@ -61,11 +61,7 @@ def params_from_url(url: str, *, sslmode: str | None = None, sslrootcert: str | 
     database default to ``postgres`` (libpq's defaults, the login name and the user name, rarely fit a
     deployment)."""
     given = split_url(url)
-    host = given.get("host") or os.environ.get("PGHOST") or ""
-    socket_dir = None
-    if not host or host.startswith("/"):  # as in libpq, a host that starts with / is a socket directory
-        socket_dir = host or DEFAULT_SOCKET_DIR
-        host = ""
+    host, socket_dir = _host_or_socket(given.get("host") or os.environ.get("PGHOST") or "")
     port = _port(given.get("port") or os.environ.get("PGPORT") or "5432")
     user = given.get("user") or os.environ.get("PGUSER") or "postgres"
     database = given.get("dbname") or os.environ.get("PGDATABASE") or "postgres"
@@ -82,7 +78,7 @@ def params_from_url(url: str, *, sslmode: str | None = None, sslrootcert: str | 
         ConnectionParams(
             user=user,
             password=password or None,
-            host=host or None,
+            host=host,
             port=port,
             database=database,
             socket_dir=socket_dir,
@@ -116,20 +112,26 @@ def params_from_secret(secret: Any, *, sslmode: str | None = None, sslrootcert: 
         port = int(secret.get("port") or 5432)
     except (TypeError, ValueError):
         raise ConfigurationError("the database secret's port is not a number") from None
-    host = secret["host"]
+    host, socket_dir = _host_or_socket(secret["host"])
     return _checked(
         ConnectionParams(
             user=secret["username"],
             password=secret["password"],
-            # As in libpq, a host that starts with / is the directory of a unix socket.
-            host=None if host.startswith("/") else host,
-            socket_dir=host if host.startswith("/") else None,
+            host=host,
+            socket_dir=socket_dir,
             port=port,
             database=str(secret.get("dbname") or "postgres"),
             sslmode=sslmode or "verify-full",
             sslrootcert=sslrootcert,
         )
     )
+
+
+def _host_or_socket(host: str) -> tuple[str | None, str | None]:
+    """(TCP host, unix socket directory): as in libpq, a host that starts with / (or none) is a socket's."""
+    if not host or host.startswith("/"):
+        return None, host or DEFAULT_SOCKET_DIR
+    return host, None
 
 
 def _port(text: str) -> int:
