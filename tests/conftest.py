@@ -23,6 +23,8 @@ from pgservers import PASSWORD_GROUP, Server, debian_bin_dir, debian_server, emb
 from premigrate.adapters.connection import params_from_url
 from premigrate.adapters.postgres import connect
 
+pytest_plugins = ["aws_fakes"]
+
 
 def _server_names() -> list[str]:
     names = ["embedded"]

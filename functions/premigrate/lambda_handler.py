@@ -39,9 +39,12 @@ def _handler(event: Any, context: LambdaContext) -> dict[str, Any]:
 
 if tracing_enabled(os.environ):
     # aws_xray_sdk costs about 230 ms of cold start even when idle: only when tracing is switched on.
-    from aws_lambda_powertools import Tracer
+    try:
+        from aws_lambda_powertools import Tracer
 
-    _handler = Tracer(service="premigrate").capture_lambda_handler(_handler)
+        _handler = Tracer(service="premigrate").capture_lambda_handler(_handler)
+    except ImportError:
+        logger.warning("PREMIGRATE_TRACING is on, but aws-xray-sdk is not in the package: running without tracing")
 
 lambda_handler = metrics.log_metrics(capture_cold_start_metric=True)(
     logger.inject_lambda_context(log_event=False)(_handler)

@@ -8,7 +8,7 @@ from premigrate.engine import MigrationSet
 from premigrate.engine.report import MigrationRun
 
 if TYPE_CHECKING:
-    from premigrate.service.service import Result
+    from premigrate.service.results import Result
 
 
 class Observer:

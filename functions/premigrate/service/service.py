@@ -10,63 +10,25 @@ raises for anything a person can fix: the Result says what happened.
 
 from __future__ import annotations
 
-import enum
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from premigrate.adapters.folder import load_folder
-from premigrate.engine import (
-    ConfigurationError,
-    Engine,
-    LockNotAcquiredError,
-    MigrationFailedError,
-    MigrationSet,
-    PremigrateError,
-    Report,
-)
+from premigrate.engine import ConfigurationError, Engine, MigrationSet, PremigrateError, Report
 from premigrate.engine.clock import SYSTEM_CLOCK, Clock, TimeBudget
-from premigrate.engine.database import READ_ONLY_TRANSACTION, ConnectionLostError, Database, ServerError
-from premigrate.engine.errors import RunStoppedError, read_only_database
+from premigrate.engine.database import ConnectionLostError, Database
 from premigrate.engine.ledger import RunLedger
 from premigrate.service.connecting import describe_database, open_database
 from premigrate.service.observer import Observer
+from premigrate.service.results import EXIT_CODES, Category, Result, categorize, failure
 from premigrate.service.settings import Config, resolve_path
+
+__all__ = ["ACTIONS", "EXIT_CODES", "Category", "Request", "Result", "Service", "categorize", "failure"]
 
 ACTIONS = ("plan", "validate", "status", "migrate", "baseline", "repair")
 _LEDGERED = ("migrate", "baseline", "repair")
 """Actions that change the database: recorded in the run ledger, and replayed when delivered again. The
 read-only ones write nothing, so they work on a read-only endpoint too."""
-
-
-class Category(enum.StrEnum):
-    """What kind of failure, the same from every front door."""
-
-    CONFIGURATION = "configuration"
-    """Settings, connection or environment are wrong; nothing was attempted."""
-    VALIDATION = "validation"
-    """The migration set or the history refuses the run; nothing was applied."""
-    MIGRATION = "migration"
-    """A migration failed; the message names file, line and SQL error."""
-    DATABASE = "database"
-    """The database refused something premigrate itself needed (a permission, a read-only endpoint)."""
-    LOCK = "lock"
-    """Another run held the migration lock for longer than the lock wait."""
-    INTERNAL = "internal"
-    """A bug in premigrate."""
-
-
-EXIT_CODES = {
-    None: 0,
-    Category.VALIDATION: 1,
-    Category.MIGRATION: 1,
-    Category.DATABASE: 1,
-    Category.CONFIGURATION: 2,
-    Category.LOCK: 3,
-    Category.INTERNAL: 70,
-}
 
 
 @dataclass(frozen=True)
@@ -79,79 +41,17 @@ class Request:
     baseline_version: str | None = None
     load_migrations: Callable[[], MigrationSet] | None = None
     """Where the migrations come from (an artifact, say); None: the configured folder."""
+    expected_fingerprint: str | None = None
+    """The migration set the caller asks for (a custom resource's MigrationSetHash); another set is refused."""
 
 
-@dataclass
-class Result:
-    ok: bool
-    report: Report | None = None
-    error: str | None = None
-    error_kind: Category | None = None
-    replayed: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES[self.error_kind]
-
-    @property
-    def stopped_for_time(self) -> bool:
-        return bool(self.report and self.report.stopped_for_time)
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"ok": self.ok, "replayed": self.replayed}
-        if self.report is not None:
-            data["report"] = self.report.to_dict()
-        if self.error is not None:
-            data.update(error=self.error, error_kind=str(self.error_kind))
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Result:
-        report = data.get("report")
-        kind = data.get("error_kind")
-        return cls(
-            ok=bool(data.get("ok")),
-            report=Report.from_dict(report) if isinstance(report, dict) else None,
-            error=data.get("error"),
-            error_kind=Category(kind) if kind else None,
+def _check_fingerprint(migrations: MigrationSet, expected: str | None) -> None:
+    if expected is not None and expected != migrations.fingerprint:
+        raise ConfigurationError(
+            f"asked for migration set {expected!r}, but this function holds {migrations.fingerprint!r}: deploy "
+            "premigrate with that migration set first, or ask for the fingerprint of the one it holds "
+            "(premigrate fingerprint); nothing was applied"
         )
-
-
-def categorize(error: Exception) -> tuple[Category, str]:
-    """The one map from an error to its category and the message a person reads."""
-    if isinstance(error, LockNotAcquiredError):
-        return Category.LOCK, str(error)
-    if isinstance(error, ConfigurationError):
-        return Category.CONFIGURATION, str(error)
-    if isinstance(error, MigrationFailedError | RunStoppedError):
-        return Category.MIGRATION, str(error)
-    if isinstance(error, PremigrateError):
-        return Category.VALIDATION, str(error)
-    if isinstance(error, ConnectionLostError):
-        return (
-            Category.CONFIGURATION,
-            f"the connection to the database was lost ({error}); check the server and run again",
-        )
-    if isinstance(error, ServerError) and error.sqlstate == READ_ONLY_TRANSACTION:
-        return categorize(read_only_database())
-    if isinstance(error, ServerError):
-        return Category.DATABASE, f"the database refused an operation premigrate needs: {error}"
-    return Category.INTERNAL, (
-        f"unexpected error ({type(error).__name__} at {_where(error)}): a premigrate bug; please report it with "
-        "this line (the Lambda function's log has the whole traceback)"
-    )
-
-
-def _where(error: BaseException) -> str:
-    """File and line the error came from: enough for a bug report, without printing values (secrets)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "an unknown place"
-
-
-def failure(error: Exception) -> Result:
-    kind, message = categorize(error)
-    report = error.report if isinstance(error, PremigrateError | ServerError | ConnectionLostError) else None
-    return Result(False, report=report, error=message, error_kind=kind)
 
 
 class Service:
@@ -196,6 +96,7 @@ class Service:
                 migrations = request.load_migrations()
             else:
                 migrations = load_folder(resolve_path(self.config.migrations, self.base_dir))
+            _check_fingerprint(migrations, request.expected_fingerprint)
             self.observer.starting(describe_database(self.config), migrations)
             database = open_database(self.config, budget, self.clock, self.observer, self._stopped)
         except Exception as error:

@@ -1,140 +1,43 @@
-"""CloudFormation custom resource: migrate on Create and Update, never touch the database on Delete,
-and always answer, so a stack never waits an hour or sticks in UPDATE_ROLLBACK_FAILED because of us.
+"""CloudFormation custom resource: migrate on Create and Update to the migration set the resource asks
+for, never touch the database on Delete or during a rollback, and always answer, so a stack never waits
+an hour or sticks in UPDATE_ROLLBACK_FAILED because of us.
 
-The answer is a PUT of a JSON document (at most 4096 bytes) to the event's presigned ResponseURL;
-powertools has no sender for it, so ``Responder`` is ours: one answer per request, retried a few
-times, bounded in time, and the URL (a credential) never logged.
+    DatabaseMigration:
+      Type: Custom::DatabaseMigration
+      Properties: {ServiceToken: <function ARN>, MigrationSetHash: <premigrate fingerprint>}
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import CloudFormationCustomResourceEvent
 
+from premigrate.adapters.stack_status import is_rolling_back, stack_status
 from premigrate.service import Request, Result
 from premigrate.service.connecting import database_identity
+from premigrate.triggers.answering import timeout_guard
+from premigrate.triggers.cfn_response import Responder
 from premigrate.triggers.invocation import function_config, logger, refused, run
 
-MAX_RESPONSE_BYTES = 4096
-_SEND_ATTEMPTS = 4
-_SEND_TIMEOUT_SECONDS = 10
-GUARD_MARGIN_SECONDS = 10.0
-"""The guard answers FAILED this long before the function would be killed."""
 _REQUIRED = ("RequestType", "ResponseURL", "StackId", "RequestId", "LogicalResourceId")
-
-
-class Responder:
-    """Sends the one response a request gets; a second call (the timeout guard racing the run) is ignored."""
-
-    def __init__(self, event: dict[str, Any], physical_resource_id: str) -> None:
-        self.event = event
-        self.physical_resource_id = physical_resource_id
-        self._lock = threading.Lock()
-        self.sent: dict[str, Any] | None = None
-
-    def succeed(self, data: dict[str, str], reason: str = "") -> dict[str, Any]:
-        return self._send("SUCCESS", reason, data)
-
-    def fail(self, reason: str) -> dict[str, Any]:
-        return self._send("FAILED", reason, {})
-
-    def _send(self, status: str, reason: str, data: dict[str, str]) -> dict[str, Any]:
-        with self._lock:
-            if self.sent is not None:
-                logger.info("a response was sent already; not sending another", extra={"status": status})
-                return self.sent
-            body = self._body(status, reason, data)
-            self.sent = body
-        logger.info("responding to CloudFormation", extra={"status": status, "reason": body.get("Reason", "")})
-        _put(str(self.event["ResponseURL"]), _encoded(body))
-        return body
-
-    def _body(self, status: str, reason: str, data: dict[str, str]) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "Status": status,
-            "Reason": reason or status,
-            "PhysicalResourceId": self.physical_resource_id,
-            "StackId": self.event.get("StackId", ""),
-            "RequestId": self.event.get("RequestId", ""),
-            "LogicalResourceId": self.event.get("LogicalResourceId", ""),
-            "Data": data,
-        }
-        return _fitted(body)
-
-
-_TRUNCATED = " … (truncated; the function's log has the whole message)"
-
-
-def _encoded(body: dict[str, Any]) -> bytes:
-    return json.dumps(body).encode()
-
-
-def _fitted(body: dict[str, Any]) -> dict[str, Any]:
-    """The body within MAX_RESPONSE_BYTES, measured in bytes as sent: the Reason keeps its longest
-    beginning that fits (where file, line and SQLSTATE are), found by bisection, so a bounded number of
-    tries whatever the other fields hold."""
-    if len(_encoded(body)) <= MAX_RESPONSE_BYTES:
-        return body
-    reason = str(body["Reason"])
-    shortest, longest = 0, len(reason)
-    while shortest < longest:
-        middle = (shortest + longest + 1) // 2
-        body["Reason"] = reason[:middle] + _TRUNCATED
-        if len(_encoded(body)) <= MAX_RESPONSE_BYTES:
-            shortest = middle
-        else:
-            longest = middle - 1
-    body["Reason"] = reason[:shortest] + _TRUNCATED
-    return body
-
-
-def _put(url: str, body: bytes) -> None:
-    """PUT to the presigned URL: a few tries with growing pauses, then give up (logged, never raised)."""
-    for attempt in range(1, _SEND_ATTEMPTS + 1):
-        request = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": ""})
-        try:
-            with urllib.request.urlopen(request, timeout=_SEND_TIMEOUT_SECONDS) as response:
-                if 200 <= response.status < 300:
-                    return
-                problem = f"HTTP {response.status}"
-        except urllib.error.HTTPError as error:
-            problem = f"HTTP {error.code}"
-        except (urllib.error.URLError, OSError, ValueError) as error:  # ValueError: a URL urllib cannot use
-            problem = type(error).__name__
-        logger.warning("sending the response failed", extra={"attempt": attempt, "problem": problem})
-        if attempt < _SEND_ATTEMPTS:
-            time.sleep(0.5 * 2 ** (attempt - 1))
-    logger.error("gave up sending the response to CloudFormation", extra={"attempts": _SEND_ATTEMPTS})
+_OUT_OF_TIME = (
+    "premigrate ran out of time before it finished; migrations applied so far stay applied and the next deploy "
+    "continues. Raise the function's timeout or split long migrations"
+)
 
 
 def handle(event: dict[str, Any], time_left: Callable[[], float]) -> dict[str, Any]:
     if not isinstance(event.get("ResponseURL"), str):
         logger.error("a CloudFormation event without a ResponseURL cannot be answered")
         return {"Status": "FAILED", "Reason": "malformed CloudFormation event: no ResponseURL"}
-    responder = Responder(event, str(event.get("PhysicalResourceId") or "premigrate-unconfigured"))
-    guard = threading.Timer(
-        max(time_left() - GUARD_MARGIN_SECONDS, 0.0),
-        responder.fail,
-        args=(
-            "premigrate ran out of time before it finished; migrations applied so far stay applied and the "
-            "next deploy continues. Raise the function's timeout or split long migrations",
-        ),
-    )
-    guard.daemon = True
-    guard.start()
-    try:
-        return _handle(event, responder, time_left)
-    except Exception as error:
-        return _respond(responder, refused(error))
-    finally:
-        guard.cancel()
+    responder = Responder(event, str(event.get("PhysicalResourceId") or "premigrate-unconfigured"), time_left)
+    with timeout_guard(time_left, lambda: responder.fail(_OUT_OF_TIME)):
+        try:
+            return _handle(event, responder, time_left)
+        except Exception as error:
+            return _respond(responder, refused(error))
 
 
 def _handle(event: dict[str, Any], responder: Responder, time_left: Callable[[], float]) -> dict[str, Any]:
@@ -148,14 +51,49 @@ def _handle(event: dict[str, Any], responder: Responder, time_left: Callable[[],
     if request.request_type not in ("Create", "Update"):
         return responder.fail(f"unknown RequestType {request.request_type!r}; expected Create, Update or Delete")
 
-    # A stack rollback sends an Update with the older migration set: the schema stays ahead.
-    rollback_safe = {"accept_database_ahead": True} if request.request_type == "Update" else {}
-    config = function_config(rollback_safe, "the CloudFormation request")
+    # Read on Create too: a missing permission or route shows on the first deploy, not in a rollback.
+    status = stack_status(request.stack_id)
+    if request.request_type == "Update" and is_rolling_back(status):
+        return _report_rollback(responder, status, time_left)
+    expected = (request.resource_properties or {}).get("MigrationSetHash")
+    if not isinstance(expected, str) or not expected:
+        return responder.fail(
+            "the custom resource has no MigrationSetHash property: set it to the fingerprint of the migration set "
+            "to apply (premigrate fingerprint), so that a new set updates the resource and migrates"
+        )
+    # An Update may find the database ahead of its set (a pipeline migrated further): not an error.
+    ahead_ok = {"accept_database_ahead": True} if request.request_type == "Update" else {}
+    config = function_config(ahead_ok, "the CloudFormation request")
     if request.request_type == "Create":
         # Derived from the database, not from time, so later Updates keep it and never cause a replacement.
         responder.physical_resource_id = database_identity(config)
-    request_to_run = Request("migrate", caller="cloudformation", request_id=request.request_id)
-    return _respond(responder, run(config, request_to_run, time_left))
+    migrate = Request("migrate", caller="cloudformation", request_id=request.request_id, expected_fingerprint=expected)
+    return _respond(responder, run(config, migrate, time_left))
+
+
+def _report_rollback(responder: Responder, stack: str, time_left: Callable[[], float]) -> dict[str, Any]:
+    """A rollback's Update answers SUCCESS and changes nothing (a schema has no way back, and a failing
+    answer would leave the stack in UPDATE_ROLLBACK_FAILED); it says what state the database is in."""
+    prefix = f"the stack is rolling back ({stack}): premigrate changed nothing"
+    try:
+        result = run(
+            function_config({"accept_database_ahead": True}), Request("status", caller="cloudformation"), time_left
+        )
+    except Exception as error:
+        result = refused(error)
+    if not result.ok or result.report is None:
+        unknown = {"SchemaVersionBefore": "unknown", "SchemaVersionAfter": "unknown", "AppliedCount": "0"}
+        return responder.succeed(unknown, f"{prefix}; the database's state could not be read: {result.error}")
+    report = result.report
+    version = report.schema_version_after or "none"
+    failed = [state.script for state in report.states if state.state == "failed"]
+    state = f"the database stays at version {version}"
+    if failed:
+        state += f", with {', '.join(failed)} failed (fix it and deploy again)"
+    details = "; ".join([state, *report.notes])
+    return responder.succeed(
+        {"SchemaVersionBefore": version, "SchemaVersionAfter": version, "AppliedCount": "0"}, f"{prefix}; {details}"
+    )
 
 
 def _respond(responder: Responder, result: Result) -> dict[str, Any]:

@@ -23,10 +23,15 @@ from premigrate.adapters.artifact import MAX_ARCHIVE_BYTES, migrations_from_zip
 from premigrate.engine import ConfigurationError, MigrationSet, MigrationSetError
 from premigrate.engine.report import Report
 from premigrate.service import Request, Result
+from premigrate.triggers.answering import SingleAnswer, timeout_guard
 from premigrate.triggers.invocation import REQUEST_SETTINGS, function_config, logger, refused, run
 
 _PARAMETERS: dict[str, type] = {"dry_run": bool, "migrations_path": str}
 _MAX_MESSAGE = 5000
+_OUT_OF_TIME = (
+    "premigrate ran out of the function's time before it finished (the database stopped answering, or a "
+    "migration runs too long); migrations applied so far stay applied, and the next run continues"
+)
 
 
 class UserParametersError(ConfigurationError):
@@ -35,8 +40,11 @@ class UserParametersError(ConfigurationError):
 
 def codepipeline_client() -> Any:
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("codepipeline")
+    # Bounded, so that the timeout guard's report still arrives when the network does not answer.
+    config = Config(connect_timeout=2, read_timeout=4, retries={"total_max_attempts": 2, "mode": "standard"})
+    return boto3.client("codepipeline", config=config)
 
 
 def handle(event: dict[str, Any], time_left: Callable[[], float]) -> dict[str, Any]:
@@ -45,15 +53,45 @@ def handle(event: dict[str, Any], time_left: Callable[[], float]) -> dict[str, A
     if not isinstance(job_id, str):
         logger.error("a CodePipeline event without a job id cannot be answered")
         return {"ok": False, "error": "malformed CodePipeline event: no job id"}
-    client = codepipeline_client()
+    reporter = JobReporter(codepipeline_client(), job_id)
     job_event = CodePipelineJobEvent(event)
     progress = JobProgress()
-    try:
-        progress = JobProgress.of(job_event)
-        result = _handle(job_event, progress.step, time_left)
-    except Exception as error:
-        result = refused(error)
-    return _report_job(client, job_id, progress, result)
+    failure_type = "JobFailed"
+    with timeout_guard(time_left, lambda: reporter.fail(_OUT_OF_TIME)):
+        try:
+            progress = JobProgress.of(job_event)
+            result = _handle(job_event, progress.step, time_left)
+        except UserParametersError as error:
+            result, failure_type = refused(error), "ConfigurationError"
+        except Exception as error:
+            result = refused(error)
+        return _report_job(reporter, progress, result, failure_type)
+
+
+class JobReporter:
+    """The one result a job gets (PutJobSuccessResult or PutJobFailureResult): the run's own or the
+    timeout guard's, whichever comes first. A call that fails is logged, never raised."""
+
+    def __init__(self, client: Any, job_id: str) -> None:
+        self.client = client
+        self.job_id = job_id
+        self._answer = SingleAnswer()
+
+    def fail(self, message: str, failure_type: str = "JobFailed") -> None:
+        details = {"type": failure_type, "message": message[:_MAX_MESSAGE]}
+        self._report("put_job_failure_result", failureDetails=details)
+
+    def succeed(self, **result: Any) -> None:
+        self._report("put_job_success_result", **result)
+
+    def _report(self, call: str, **arguments: Any) -> None:
+        if not self._answer.claim(call):
+            logger.info("the job's result was reported already; not reporting another", extra={"call": call})
+            return
+        try:
+            getattr(self.client, call)(jobId=self.job_id, **arguments)
+        except Exception:
+            logger.exception("could not report the job's result to CodePipeline")
 
 
 @dataclass(frozen=True)
@@ -166,35 +204,25 @@ def _artifact_migrations(job: CodePipelineJobEvent, folder: str) -> MigrationSet
     return migrations_from_zip(data, folder)
 
 
-def _report_job(client: Any, job_id: str, progress: JobProgress, result: Result) -> dict[str, Any]:
-    try:
-        if not result.ok or result.report is None:
-            _fail_job(client, job_id, f"premigrate {result.error_kind} error: {result.error}")
-        elif result.stopped_for_time and not result.report.applied:
-            # Another invocation would have as little time: answering with a token would loop until the
-            # pipeline's 24-hour limit.
-            _fail_job(
-                client,
-                job_id,
-                "premigrate ran short of the function's time before it could apply a single migration "
-                f"({len(result.report.pending)} pending): raise the function's timeout",
-            )
-        else:
-            _succeed_job(client, job_id, progress.after(result.report), result.report)
-    except Exception:
-        logger.exception("could not report the job's result to CodePipeline")
+def _report_job(reporter: JobReporter, progress: JobProgress, result: Result, failure_type: str) -> dict[str, Any]:
+    if not result.ok or result.report is None:
+        reporter.fail(f"premigrate {result.error_kind} error: {result.error}", failure_type)
+    elif result.stopped_for_time and not result.report.applied:
+        # Another invocation would have as little time: answering with a token would loop until the
+        # pipeline's 24-hour limit.
+        reporter.fail(
+            "premigrate ran short of the function's time before it could apply a single migration "
+            f"({len(result.report.pending)} pending): raise the function's timeout"
+        )
+    else:
+        _succeed_job(reporter, progress.after(result.report), result.report)
     return result.to_dict()
 
 
-def _fail_job(client: Any, job_id: str, message: str) -> None:
-    client.put_job_failure_result(jobId=job_id, failureDetails={"type": "JobFailed", "message": message[:_MAX_MESSAGE]})
-
-
-def _succeed_job(client: Any, job_id: str, progress: JobProgress, report: Report) -> None:
+def _succeed_job(reporter: JobReporter, progress: JobProgress, report: Report) -> None:
     if report.stopped_for_time:
         done = progress.applied
-        client.put_job_success_result(
-            jobId=job_id,
+        reporter.succeed(
             continuationToken=progress.token(),
             executionDetails={
                 "summary": f"applied {done} migration(s) so far, {len(report.pending)} to go; continuing",
@@ -202,8 +230,7 @@ def _succeed_job(client: Any, job_id: str, progress: JobProgress, report: Report
             },
         )
         return
-    client.put_job_success_result(
-        jobId=job_id,
+    reporter.succeed(
         outputVariables={
             "SchemaVersionBefore": progress.version_before or "none",
             "SchemaVersionAfter": report.schema_version_after or "none",
