@@ -4,6 +4,7 @@ Nothing here knows about AWS, Lambda, the command line or the database driver: t
 (``premigrate.service``) drives it, the adapters translate.
 """
 
+from premigrate.engine.directives import Phase
 from premigrate.engine.engine import Engine
 from premigrate.engine.errors import (
     ConfigurationError,
@@ -25,6 +26,7 @@ __all__ = [
     "MigrationFailedError",
     "MigrationSet",
     "MigrationSetError",
+    "Phase",
     "PremigrateError",
     "Report",
     "Settings",

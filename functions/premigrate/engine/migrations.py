@@ -17,6 +17,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from premigrate.engine.directives import (
+    AFTER_ROLLOUT,
+    NO_TRANSACTION,
+    Allowance,
+    Directive,
+    Phase,
+    directive_problems,
+    header_directives,
+)
+from premigrate.engine.directives import allowances as allowances_in
 from premigrate.engine.errors import MigrationSetError, ScriptSyntaxError
 from premigrate.engine.statement_kinds import Statement
 from premigrate.engine.statements import first_content, line_and_column, split_statements
@@ -24,9 +34,8 @@ from premigrate.engine.statements import first_content, line_and_column, split_s
 _VERSIONED_NAME = re.compile(r"V(?P<version>[^_]+(?:_(?!_)[^_]+)*)__(?P<description>.+)\.sql", re.IGNORECASE)
 _REPEATABLE_NAME = re.compile(r"R__(?P<description>.+)\.sql", re.IGNORECASE)
 _VERSION_TEXT = re.compile(r"\d+(?:[._]\d+)*")
-_DIRECTIVE = re.compile(r"--\s*premigrate:\s*(?P<name>\S*)")
 _ADDED_ENUM_LABEL = re.compile(r"\bADD\s+VALUE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<label>'(?:[^']|'')*')", re.IGNORECASE)
-NO_TRANSACTION_DIRECTIVE = "no-transaction"
+NO_TRANSACTION_DIRECTIVE = NO_TRANSACTION
 
 
 class ExecutionMode(enum.StrEnum):
@@ -94,13 +103,27 @@ class Migration:
 
     @property
     def mode_reason(self) -> str:
-        if self._directive():
-            return "directive"
         return self._mode_and_reason[1]
 
     @cached_property
+    def directives(self) -> list[Directive]:
+        return header_directives(self.text)
+
+    def _has_directive(self, name: str) -> bool:
+        return any(directive.name == name for directive in self.directives)
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.AFTER_ROLLOUT if self._has_directive(AFTER_ROLLOUT) else Phase.BEFORE_ROLLOUT
+
+    @property
+    def allowances(self) -> list[Allowance]:
+        """The ``premigrate check`` findings this file acknowledges."""
+        return allowances_in(self.directives)
+
+    @cached_property
     def _mode_and_reason(self) -> tuple[ExecutionMode, str]:
-        if self._directive() == NO_TRANSACTION_DIRECTIVE:
+        if self._has_directive(NO_TRANSACTION_DIRECTIVE):
             return ExecutionMode.NO_TRANSACTION, "directive"
         statements = self.statements
         if any(statement.controls_transaction for statement in statements):
@@ -139,23 +162,14 @@ class Migration:
                 return added.group("label")
         return None
 
-    def _directive(self) -> str | None:
-        first_line = re.split(r"\r\n?|\n", self.text, maxsplit=1)[0].strip()
-        match = _DIRECTIVE.match(first_line)
-        return match.group("name") if match else None
-
     def _where(self, statement: Statement) -> str:
         line, column = line_and_column(self.text, statement.offset)
         return f"{self.script}:{line}:{column}"
 
     def check(self) -> list[str]:
         """Problems that stop this file from running, each naming the file and what to do."""
-        directive = self._directive()
-        if directive is not None and directive != NO_TRANSACTION_DIRECTIVE:
-            return [
-                f"{self.script}:1: unknown directive 'premigrate:{directive}'; "
-                f"the only directive is '-- premigrate:{NO_TRANSACTION_DIRECTIVE}'"
-            ]
+        if problems := directive_problems(self.script, self.directives):
+            return problems
         try:
             # A lock release comes first: the advice for the file's mode would not help while it is there.
             if problems := self._unsent_content_problems() + self._lock_release_problems():
