@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +17,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from premigrate.adapters.folder import load_folder
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -43,35 +43,96 @@ def make_ca(path: Path) -> bytes:
     return pem
 
 
-def test_package_is_complete_and_runs_in_a_clean_interpreter(tmp_path, database_url, server) -> None:
-    if server.name != "embedded":
-        pytest.skip("one build is enough; it runs against the embedded server")
-    ca = make_ca(tmp_path / "ca.pem")
-    build_dir = tmp_path / "build"
+def python313() -> str | None:
+    """A Python 3.13 where the Makefile looks for one (PYTHON313, PATH, pyenv), or None."""
+    candidates = [os.environ.get("PYTHON313"), shutil.which("python3.13")]
+    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.13*/bin/python3.13")))
+    for candidate in filter(None, candidates):
+        probe = [candidate, "-c", "import sys; sys.exit(sys.version_info[:2] != (3, 13))"]
+        if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+            return candidate
+    return None
+
+
+def make_build(tmp: Path, *variables: str) -> subprocess.CompletedProcess[str]:
+    """make build into tmp/build, with a CA of our own; the editable install of premigrate is left alone."""
+    make_ca(tmp / "ca.pem")
+    command = ["make", "build", f"VENV={sys.prefix}", f"BUILD_DIR={tmp / 'build'}", f"CA_BUNDLE={tmp / 'ca.pem'}"]
     built = subprocess.run(
-        ["make", "build", f"VENV={sys.prefix}", f"BUILD_DIR={build_dir}", f"CA_BUNDLE={tmp_path / 'ca.pem'}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        command + list(variables), cwd=REPO, capture_output=True, text=True, timeout=600, check=False
     )
     assert built.returncode == 0, built.stdout + built.stderr
-    size = re.search(r"Lambda package: (\d+) KiB unzipped, (\d+) KiB zipped", built.stdout)
-    assert size is not None, built.stdout
+    return built
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    tmp = tmp_path_factory.mktemp("build")
+    return tmp, make_build(tmp)
+
+
+def test_package_size_is_printed_and_far_below_lambdas_limit(built) -> None:
+    _, done = built
+    size = re.search(r"Lambda package: (\d+) KiB unzipped, (\d+) KiB zipped", done.stdout.strip().splitlines()[-1])
+    assert size is not None, done.stdout
     print(f"\n{size.group(0)}")
     assert int(size.group(2)) < 10 * 1024  # far below Lambda's 50 MB zip limit
 
-    package = build_dir / "lambda"
-    assert (package / "premigrate" / "rds-ca-bundle.pem").read_bytes() == ca
+
+def test_package_holds_xray_but_not_what_the_runtime_brings(built) -> None:
+    tmp, _ = built
+    package = tmp / "build" / "lambda"
+    assert (package / "aws_xray_sdk").is_dir() and (package / "wrapt").is_dir()  # Tracing=Active works
+    # The runtime's boto3 needs the runtime's botocore; a copy in the package would shadow it.
+    for provided in ("boto3", "botocore", "s3transfer", "urllib3"):
+        assert not (package / provided).exists(), provided
+        assert not list(package.glob(f"{provided}-*.dist-info")), provided
+
+
+def test_package_ships_bytecode_for_python_313_when_one_is_found(built) -> None:
+    tmp, done = built
+    package = tmp / "build" / "lambda"
+    sources = {p.relative_to(package) for p in package.rglob("*.py")}
+    compiled = list(package.rglob("*.pyc"))
+    found = python313()
+    if found is None:
+        assert "warning: no Python 3.13 found" in done.stderr and compiled == []
+        pytest.skip("no Python 3.13 here: checked the warning and that no .pyc is shipped")
+    assert f"compiling the package with {found}" in done.stdout
+    assert compiled and all(p.name.endswith(".cpython-313.pyc") for p in compiled)
+    # One for every source file, dependencies included.
+    assert {p.parent.parent.relative_to(package) / (p.name.split(".")[0] + ".py") for p in compiled} == sources
+    # Unchecked hash-based (a zip's 2-second times cannot make them look stale), named as Lambda's /var/task.
+    probe = """
+import importlib.util, marshal, sys
+data = open(sys.argv[1], "rb").read()
+flags = int.from_bytes(data[4:8], "little")
+print(data[:4] == importlib.util.MAGIC_NUMBER, flags, marshal.loads(data[16:]).co_filename)
+"""
+    pyc = package / "premigrate" / "__pycache__" / "lambda_handler.cpython-313.pyc"
+    ran = subprocess.run([found, "-c", probe, str(pyc)], capture_output=True, text=True, check=True)
+    assert ran.stdout.split() == ["True", "1", "/var/task/premigrate/lambda_handler.py"]
+
+
+def test_without_python_313_the_build_warns_and_ships_no_bytecode(tmp_path) -> None:
+    done = make_build(tmp_path, f"PYTHON313={tmp_path / 'no-such-python3.13'}")
+    warning = [line for line in done.stderr.splitlines() if line.startswith("warning: no Python 3.13 found")]
+    assert warning and "cold start" in warning[0]
+    assert not list((tmp_path / "build" / "lambda").rglob("*.pyc"))
+    assert done.stdout.strip().splitlines()[-1].startswith("Lambda package: ")  # still the last line
+
+
+def test_package_is_complete_and_runs_in_a_clean_interpreter(built, database_url, server) -> None:
+    if server.name != "embedded":
+        pytest.skip("one build is enough; it runs against the embedded server")
+    tmp, _ = built
+    package = tmp / "build" / "lambda"
+    assert (package / "premigrate" / "rds-ca-bundle.pem").read_bytes() == (tmp / "ca.pem").read_bytes()
     assert sorted(p.name for p in (package / "migrations").iterdir()) == sorted(
         p.name for p in (REPO / "migrations").iterdir()
     )
-    fingerprint = load_folder(REPO / "migrations").fingerprint
-    assert f"Default: {fingerprint}" in (build_dir / "template.yaml").read_text()
-    assert "CodeUri: lambda/" in (build_dir / "template.yaml").read_text()
-
     # -S -I: no site-packages, no user site, no PYTHON* variables: only the package and the standard library.
+    # Under Python 3.13, Lambda's, when there is one: then the .pyc files shipped are the ones imported.
     probe = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
@@ -88,8 +149,9 @@ print(json.dumps({"origins": origins, "result": result}))
         "PREMIGRATE_DATABASE_URL": database_url,
         "AWS_DEFAULT_REGION": "eu-west-1",
     }
+    interpreter = python313() or sys.executable
     ran = subprocess.run(
-        [sys.executable, "-S", "-I", "-c", probe, str(package)],
+        [interpreter, "-S", "-I", "-B", "-c", probe, str(package)],
         env=env,
         capture_output=True,
         text=True,

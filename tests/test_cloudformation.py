@@ -177,11 +177,15 @@ def test_duplicate_delivery_returns_the_earlier_outcome(function_env, db) -> Non
     second = ResponseInbox()
     invoke({**event, "ResponseURL": second.url})
     # A second real run would have found nothing to apply (AppliedCount 0): this is the first run's answer.
-    assert second.received()["Data"] == first.received()["Data"] == {
-        "SchemaVersionBefore": "none",
-        "SchemaVersionAfter": "1",
-        "AppliedCount": "1",
-    }
+    assert (
+        second.received()["Data"]
+        == first.received()["Data"]
+        == {
+            "SchemaVersionBefore": "none",
+            "SchemaVersionAfter": "1",
+            "AppliedCount": "1",
+        }
+    )
     assert history(db) == ["V1__users.sql"]
     rows = db.run("SELECT caller, request_id, outcome, applied_versions, error FROM premigrate_run_ledger")
     assert rows == [["cloudformation", "same-request", "succeeded", ["1"], None]]
