@@ -110,6 +110,7 @@ def cfn_event(
     request_id: str | None = None,
     physical_id: str | None = None,
     migration_set: str | None = None,
+    properties: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """An event from the stack STACK; it asks for ``migration_set``, by default the set the function holds."""
     stack_id = boto3.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]["StackId"]
@@ -123,7 +124,8 @@ def cfn_event(
         "RequestId": request_id or str(uuid.uuid4()),
         "LogicalResourceId": "DatabaseMigration",
         "ResourceType": "Custom::DatabaseMigration",
-        "ResourceProperties": {"ServiceToken": "arn:aws:lambda:eu-west-1:123456789012:function:premigrate"},
+        "ResourceProperties": {"ServiceToken": "arn:aws:lambda:eu-west-1:123456789012:function:premigrate"}
+        | (properties or {}),
     }
     if migration_set:
         event["ResourceProperties"]["MigrationSetHash"] = migration_set

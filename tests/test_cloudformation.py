@@ -216,3 +216,21 @@ def test_the_reason_fits_4096_bytes_and_keeps_its_beginning(size) -> None:
         assert body["Reason"].endswith("(truncated; the function's log has the whole message)")
     else:  # other fields alone are too long: it still ends, with the shortest Reason
         assert body["Reason"] == " … (truncated; the function's log has the whole message)"
+
+
+def test_a_resource_migrates_before_the_rollout_unless_it_says_after(function_env, write_migrations, db) -> None:
+    write_migrations({"V2__drop.sql": "-- premigrate:after-rollout\nDROP TABLE users;\n"})
+    before = ResponseInbox()
+    invoke(cfn_event("Create", before))
+    assert before.received()["Data"] == {"SchemaVersionBefore": "none", "SchemaVersionAfter": "1", "AppliedCount": "1"}
+    assert history(db) == ["V1__users.sql"]
+
+    after = ResponseInbox()  # the second resource, which depends on the Auto Scaling Group
+    invoke(cfn_event("Create", after, properties={"Phase": "after-rollout"}))
+    assert after.received()["Data"] == {"SchemaVersionBefore": "1", "SchemaVersionAfter": "2", "AppliedCount": "1"}
+    assert history(db) == ["V1__users.sql", "V2__drop.sql"]
+
+    wrong = ResponseInbox()
+    invoke(cfn_event("Create", wrong, properties={"Phase": "later"}))
+    assert wrong.received()["Status"] == "FAILED"
+    assert "'later' is not a phase; use one of all, before-rollout, after-rollout" in wrong.received()["Reason"]

@@ -98,7 +98,7 @@ def test_a_resource_asking_for_another_set_fails_with_both_fingerprints(function
 def test_a_resource_without_a_migration_set_is_refused(function_env, db) -> None:
     answer = deploy("Create", migration_set="")
     assert answer["Status"] == "FAILED"
-    assert answer["Reason"].startswith("the custom resource has no MigrationSetHash property")
+    assert answer["Reason"].startswith("premigrate configuration error: the custom resource has no MigrationSetHash")
     assert db.run("SELECT to_regclass('premigrate_schema_history')") == [[None]]
 
 

@@ -220,3 +220,16 @@ def test_user_parameters_that_json_allows_but_make_no_sense_are_refused(text, me
 
     with pytest.raises(UserParametersError, match=re.escape(message)):
         parse_user_parameters(text)
+
+
+def test_the_action_runs_before_the_rollout_unless_it_says_after(function_env, write_migrations, pipeline, db) -> None:
+    write_migrations({"V2__drop.sql": "-- premigrate:after-rollout\nDROP TABLE users;\n"})
+    invoke(job_event("job-before"))
+    assert pipeline.last()[1]["outputVariables"]["SchemaVersionAfter"] == "1"
+    invoke(job_event("job-after", json.dumps({"phase": "after-rollout"})))
+    assert pipeline.last()[1]["outputVariables"] == {
+        "SchemaVersionBefore": "1",
+        "SchemaVersionAfter": "2",
+        "AppliedCount": "1",
+    }
+    assert history(db) == ["V1__users.sql", "V2__drop.sql"]

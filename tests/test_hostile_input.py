@@ -11,12 +11,14 @@ import threading
 import uuid
 import zipfile
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import aws_fakes
 from premigrate.adapters import artifact
 from premigrate.adapters.artifact import migrations_from_zip
 from premigrate.adapters.connection import params_from_secret
@@ -220,15 +222,8 @@ class JobResults:
 
 
 def cfn_event(url: str) -> dict[str, Any]:
-    return {
-        "RequestType": "Create",
-        "ResponseURL": url,
-        "StackId": "arn:aws:cloudformation:eu-west-1:1:stack/s/1",
-        "RequestId": str(uuid.uuid4()),
-        "LogicalResourceId": "DatabaseMigration",
-        "ResourceType": "Custom::DatabaseMigration",
-        "ResourceProperties": {},
-    }
+    """A Create from moto's stack (its status is read over HTTP) for the function's migration set."""
+    return aws_fakes.cfn_event("Create", SimpleNamespace(url=url))  # type: ignore[arg-type]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
@@ -242,7 +237,7 @@ def cfn_event(url: str) -> dict[str, Any]:
     )
 )
 def test_random_cloudformation_events_get_exactly_one_answer(
-    changes, recorder, function_env, reliability, examples
+    changes, recorder, function_env, aws, reliability, examples
 ) -> None:
     url = recorder.url()
     event = cfn_event(url)
@@ -329,7 +324,9 @@ def test_random_direct_events_get_a_clear_answer(event, function_env, reliabilit
     )
 
 
-def test_concurrent_invocations_each_get_exactly_one_answer(recorder, function_env, monkeypatch, reliability) -> None:
+def test_concurrent_invocations_each_get_exactly_one_answer(
+    recorder, function_env, aws, monkeypatch, reliability
+) -> None:
     results = JobResults()
     monkeypatch.setattr(codepipeline, "codepipeline_client", lambda: results)
     urls = [recorder.url() for _ in range(8)]

@@ -210,3 +210,11 @@ def test_tracing_without_the_xray_sdk_logs_a_warning_and_runs(function_env, db) 
     assert ran.returncode == 0, ran.stderr
     assert "PREMIGRATE_TRACING is on, but aws-xray-sdk is not in the package: running without tracing" in ran.stdout
     assert json.loads(ran.stdout.strip().splitlines()[-1])["ok"] is True
+
+
+def test_a_direct_invoke_applies_every_phase_unless_it_names_one(function_env, write_migrations, db) -> None:
+    write_migrations({"V2__drop.sql": "-- premigrate:after-rollout\nDROP TABLE users;\n"})
+    before = invoke({"action": "migrate", "phase": "before-rollout"})
+    assert [run["script"] for run in before["report"]["applied"]] == ["V1__users.sql"]
+    rest = invoke({"action": "migrate"})
+    assert [run["script"] for run in rest["report"]["applied"]] == ["V2__drop.sql"]

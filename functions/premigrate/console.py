@@ -97,17 +97,19 @@ class Console(Observer):
             if report.pending:
                 self.line(f"schema version {before}; {len(report.pending)} migration(s) pending:")
                 for run in report.pending:
-                    self.line(f"  {run.label} ({run.mode}: {run.mode_reason})")
+                    after = ", after the rollout" if run.phase == "after-rollout" else ""
+                    self.line(f"  {run.label} ({run.mode}: {run.mode_reason}{after})")
             else:
                 self.line(f"schema is up to date at version {after}")
         else:
             self.line(f"schema version {after}")
 
     def _table(self, report: Report) -> None:
-        rows = [("version", "description", "state", "installed on")] + [
-            (s.version or "R", s.description, s.state, s.installed_on or "") for s in report.states
-        ]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        rows: list[tuple[str, ...]] = [("version", "description", "state", "installed on", "phase")]
+        rows += [(s.version or "R", s.description, s.state, s.installed_on or "", s.phase) for s in report.states]
+        if all(state.phase == "before-rollout" for state in report.states):
+            rows = [row[:4] for row in rows]  # a set without phases reads as before
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             self.line("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 

@@ -239,6 +239,7 @@ class Applier:
             execution_ms=round(ms_since(self.clock, started)),
             success=success,
             execution_mode=migration.mode.value,
+            phase=migration.phase.value,
         )
 
     def _outcome(self, rank: int, started: float, *, success: bool) -> str:

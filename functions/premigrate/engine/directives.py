@@ -30,6 +30,10 @@ class Phase(enum.StrEnum):
     """Contract: what only the old code needed goes, once no instance runs it."""
 
 
+RUN_PHASES = ("all", Phase.BEFORE_ROLLOUT.value, Phase.AFTER_ROLLOUT.value)
+"""What one run applies: every pending migration in version order, or only one phase's."""
+
+
 @dataclass(frozen=True)
 class Directive:
     name: str

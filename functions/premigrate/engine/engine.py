@@ -168,6 +168,7 @@ class Engine:
                 execution_ms=0,
                 success=True,
                 execution_mode=None,
+                phase=None,
             )
         )
         report.schema_version_before = None
@@ -200,7 +201,7 @@ class Engine:
 
     def _read_history(self, *, create: bool) -> list[HistoryRow]:
         if self.history.exists(self.db):
-            return self.history.read(self.db)
+            return self.history.read(self.db, upgrade=create)
         if others := self.history.other_relations(self.db, ignoring=(LEDGER_TABLE,)):
             raise ValidationError(
                 [
@@ -221,6 +222,7 @@ class Engine:
             allow_out_of_order=self.settings.allow_out_of_order,
             target=self.target,
             accept_database_ahead=self.settings.accept_database_ahead,
+            phase=self.settings.phase,
         )
 
     def _checked_plan(self, history: list[HistoryRow]) -> Plan:

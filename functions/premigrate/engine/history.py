@@ -51,6 +51,8 @@ class HistoryRow:
     installed_on: datetime.datetime
     success: bool
     execution_mode: str | None
+    phase: str | None = None
+    """before-rollout or after-rollout; None in rows written before premigrate knew phases (before-rollout)."""
 
 
 @dataclass(frozen=True)
@@ -98,18 +100,36 @@ class HistoryTable:
                 installed_on timestamptz NOT NULL DEFAULT now(),
                 execution_ms integer NOT NULL,
                 success boolean NOT NULL,
-                execution_mode text
+                execution_mode text,
+                phase text
             );
             CREATE UNIQUE INDEX IF NOT EXISTS {quote_identifier(self.table + "_version_key")}
                 ON {self.qualified_name} (version) WHERE version IS NOT NULL;
             """
         )
 
-    def read(self, db: Database) -> list[HistoryRow]:
+    def add_phase_column(self, db: Database) -> None:
+        """A table written before premigrate knew phases gets the column, once (an ALTER needs the owner)."""
+        db.run(
+            f"""
+            DO $premigrate$ BEGIN
+                IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attname = 'phase' AND NOT attisdropped
+                               AND attrelid = CAST({sql_literal(self.qualified_name)} AS regclass)) THEN
+                    ALTER TABLE {self.qualified_name} ADD COLUMN phase text;
+                END IF;
+            END $premigrate$
+            """
+        )
+
+    def read(self, db: Database, *, upgrade: bool = False) -> list[HistoryRow]:
+        """Every row in order. ``upgrade``: a table from before phases gets its phase column (a run that
+        writes rows needs it); read-only runs read such a table as it is."""
         try:
+            # to_jsonb: a table from before the phase column reads as phase NULL, in the same query.
             rows = db.run(
                 "SELECT installed_rank, version, description, type, script, checksum, installed_on, success,"
-                f" execution_mode FROM {self.qualified_name} ORDER BY installed_rank"
+                f" execution_mode, to_jsonb(h) ->> 'phase', to_jsonb(h) ? 'phase' FROM {self.qualified_name} h "
+                "ORDER BY installed_rank"
             )
         except ServerError as error:
             if error.sqlstate not in ("42703", "42809"):  # undefined column; not a table
@@ -120,7 +140,9 @@ class HistoryTable:
                     "in another schema (--schema) or rename that table"
                 ]
             ) from None
-        return [HistoryRow(*row) for row in rows]
+        if upgrade and not (rows and rows[0][-1]):
+            self.add_phase_column(db)
+        return [HistoryRow(*row[:-1]) for row in rows]
 
     def insert_sql(
         self,
@@ -133,12 +155,13 @@ class HistoryTable:
         execution_ms: int,
         success: bool,
         execution_mode: str | None,
+        phase: str | None,
     ) -> str:
         """The INSERT of one history row as plain SQL, so that it can share a round trip with COMMIT."""
-        values = [version, description, type, script, checksum, execution_ms, success, execution_mode]
+        values = [version, description, type, script, checksum, execution_ms, success, execution_mode, phase]
         return (
             f"INSERT INTO {self.qualified_name} (installed_rank, version, description, type, script, checksum, "
-            "execution_ms, success, execution_mode) "
+            "execution_ms, success, execution_mode, phase) "
             f"SELECT coalesce(max(installed_rank), 0) + 1, {', '.join(map(sql_literal, values))} "
             f"FROM {self.qualified_name}"
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from premigrate.engine.directives import Phase
 from premigrate.engine.history import BASELINE, HistoryRow
 from premigrate.engine.migrations import Migration, MigrationSet, Version
 from premigrate.engine.report import MigrationState
@@ -34,6 +35,7 @@ class _Rules:
     allow_out_of_order: bool = False
     target: Version | None = None
     accept_database_ahead: bool = False
+    phase: str = "all"
 
 
 def make_plan(
@@ -43,8 +45,10 @@ def make_plan(
     allow_out_of_order: bool = False,
     target: Version | None = None,
     accept_database_ahead: bool = False,
+    phase: str = "all",
 ) -> Plan:
-    planner = _Planner(history, migrations, _Rules(allow_out_of_order, target, accept_database_ahead))
+    """``phase``: all, before-rollout or after-rollout (what one run applies; see ``_pending_in_phase``)."""
+    planner = _Planner(history, migrations, _Rules(allow_out_of_order, target, accept_database_ahead, phase))
     planner.failed_migrations()
     planner.applied_versions()
     planner.pending_versions()
@@ -129,6 +133,9 @@ class _Planner:
     def pending_versions(self) -> None:
         baseline = max((v for v, row in self.applied.items() if row.type == BASELINE), default=None)
         highest = max(self.applied, default=None)
+        # An after-rollout file waits while later before-rollout ones are applied: it is out of order only
+        # below an applied after-rollout version.
+        highest_after = max((v for v, row in self.applied.items() if row.phase == Phase.AFTER_ROLLOUT), default=None)
         failed_versions = {_version_of(row) for row in self.failed}
         for version, migration in sorted(self.files.items()):
             if version in self.applied or version in failed_versions:
@@ -137,15 +144,32 @@ class _Planner:
                 self.states.append(_file_state(migration, "below-baseline"))
             elif self.rules.target is not None and version > self.rules.target:
                 self.states.append(_file_state(migration, "beyond-target"))
-            elif highest is not None and version < highest and not self.rules.allow_out_of_order:
+            elif (above := highest_after if migration.phase is Phase.AFTER_ROLLOUT else highest) is not None and (
+                version < above and not self.rules.allow_out_of_order
+            ):
                 self.problems.append(
-                    f"{migration.script} (version {version}) is pending but version {highest} is already applied. "
+                    f"{migration.script} (version {version}) is pending but version {above} is already applied. "
                     "Give it a version above the highest applied one, or allow out-of-order migrations"
                 )
                 self.states.append(_file_state(migration, "out-of-order"))
             else:
-                self.pending.append(migration)
-                self.states.append(_file_state(migration, "pending"))
+                self._pending_in_phase(migration)
+
+    def _pending_in_phase(self, migration: Migration) -> None:
+        """A pending file, as the run's phase sees it: a before-rollout run leaves after-rollout files for
+        later (not a problem), an after-rollout run refuses while a before-rollout file is pending (the new
+        code may not be out yet), and ``all`` applies both in version order."""
+        if self.rules.phase == Phase.BEFORE_ROLLOUT and migration.phase is Phase.AFTER_ROLLOUT:
+            self.states.append(_file_state(migration, "after-rollout"))
+            return
+        if self.rules.phase == Phase.AFTER_ROLLOUT and migration.phase is Phase.BEFORE_ROLLOUT:
+            self.problems.append(
+                f"{migration.script} runs before the rollout and is still pending, so the rollout it belongs to "
+                "has not happened: an after-rollout run applies nothing until every before-rollout migration is "
+                "applied (premigrate up --phase before-rollout, or deploy)"
+            )
+        self.pending.append(migration)
+        self.states.append(_file_state(migration, "pending"))
 
     def repeatables(self) -> None:
         latest_run = {row.description: row for row in self.history if row.version is None and row.success}
@@ -153,9 +177,12 @@ class _Planner:
             last_run = latest_run.get(migration.description)
             if last_run is not None and last_run.checksum == migration.checksum:
                 self.states.append(_state(last_run, "applied"))
+            elif self.rules.phase == Phase.BEFORE_ROLLOUT and migration.phase is Phase.AFTER_ROLLOUT:
+                self.states.append(_file_state(migration, "after-rollout"))
             else:
-                self.pending.append(migration)
-                self.states.append(_file_state(migration, "outdated" if last_run else "pending"))
+                self._pending_in_phase(migration)
+                if last_run:
+                    self.states[-1] = _file_state(migration, "outdated")
 
 
 def _version_of(row: HistoryRow) -> Version | None:
@@ -166,9 +193,12 @@ def _version_of(row: HistoryRow) -> Version | None:
 
 
 def _state(row: HistoryRow, state: str) -> MigrationState:
-    return MigrationState(row.version, row.description, row.script, state, f"{row.installed_on:%Y-%m-%d %H:%M:%S}")
+    installed_on = f"{row.installed_on:%Y-%m-%d %H:%M:%S}"
+    return MigrationState(
+        row.version, row.description, row.script, state, installed_on, row.phase or Phase.BEFORE_ROLLOUT.value
+    )
 
 
 def _file_state(migration: Migration, state: str) -> MigrationState:
     version = str(migration.version) if migration.version else None
-    return MigrationState(version, migration.description, migration.script, state)
+    return MigrationState(version, migration.description, migration.script, state, phase=migration.phase.value)

@@ -21,6 +21,7 @@ class MigrationRun:
     mode_reason: str
     duration_ms: float | None = None
     attempts: int = 1
+    phase: str = "before-rollout"
 
     @classmethod
     def of(cls, migration: Migration, duration_ms: float | None = None, attempts: int = 1) -> MigrationRun:
@@ -32,6 +33,7 @@ class MigrationRun:
             mode_reason=migration.mode_reason,
             duration_ms=duration_ms,
             attempts=attempts,
+            phase=migration.phase.value,
         )
 
     @property
@@ -49,8 +51,10 @@ class MigrationState:
     script: str
     state: str
     """applied, pending, baseline, below-baseline, failed, missing-file, checksum-drift, out-of-order,
-    outdated (a repeatable whose file changed), beyond-target, ahead-of-files."""
+    outdated (a repeatable whose file changed), beyond-target, ahead-of-files, after-rollout (pending, left
+    for the after-rollout phase)."""
     installed_on: str | None = None
+    phase: str = "before-rollout"
 
 
 @dataclass

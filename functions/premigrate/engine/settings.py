@@ -26,6 +26,9 @@ class Settings:
     accept_database_ahead: bool = False
     """Succeed without changes when the database has newer versions than the files (a stack rollback
     deploys the older set); otherwise those versions are reported as applied migrations whose file is gone."""
+    phase: str = "all"
+    """all, before-rollout or after-rollout (``directives.RUN_PHASES``): a before-rollout run leaves the
+    after-rollout files for later; an after-rollout run refuses while a before-rollout file is pending."""
     time_margin_seconds: float = 30.0
     """With a time budget: no migration starts within this margin of its end, and a running statement is
     cancelled (its migration rolled back) half-way through the margin."""

@@ -22,6 +22,7 @@ from typing import Any
 from premigrate.adapters.connection import SSL_MODES
 from premigrate.durations import parse_duration
 from premigrate.engine import ConfigurationError, Settings, Version
+from premigrate.engine.directives import RUN_PHASES
 
 FRONT_DOORS = {"cli": "the command line", "lambda": "the Lambda function"}
 _YES = ("1", "true", "yes", "on")
@@ -71,11 +72,18 @@ def _sslmode(value: object) -> str:
     return _text(value)
 
 
+def _phase(value: object) -> str:
+    if _text(value) not in RUN_PHASES:
+        raise ValueError(f"{value!r} is not a phase; use one of {', '.join(RUN_PHASES)}")
+    return _text(value)
+
+
 TEXT = Kind(_text)
 DURATION = Kind(_duration, format=lambda seconds: f"{seconds!r}s")
 FLAG = Kind(_flag, format=lambda on: "true" if on else "false", is_flag=True)
 VERSION = Kind(_version)
 SSLMODE = Kind(_sslmode)
+PHASE = Kind(_phase)
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,15 @@ class Config:
     )
     target: str | None = _setting(
         _ENGINE.target, "PREMIGRATE_TARGET", VERSION, "apply versions up to this one only", "VERSION"
+    )
+    phase: str = _setting(
+        _ENGINE.phase,
+        "PREMIGRATE_PHASE",
+        PHASE,
+        "which migrations a run applies: before-rollout (all but the files marked -- premigrate:after-rollout), "
+        "after-rollout (only those, once every before-rollout one is applied) or all (default, in version order, "
+        "as GitLab's default; the custom resource and the pipeline action default to before-rollout)",
+        "PHASE",
     )
     allow_out_of_order: bool = _setting(
         _ENGINE.allow_out_of_order,

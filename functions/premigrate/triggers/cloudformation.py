@@ -4,7 +4,10 @@ an hour or sticks in UPDATE_ROLLBACK_FAILED because of us.
 
     DatabaseMigration:
       Type: Custom::DatabaseMigration
-      Properties: {ServiceToken: <function ARN>, MigrationSetHash: <premigrate fingerprint>}
+      Properties:
+        ServiceToken: <function ARN>
+        MigrationSetHash: <premigrate fingerprint>
+        Phase: before-rollout            # default; after-rollout in a resource that depends on the ASG
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import CloudFormationCustomResourceEvent
 
 from premigrate.adapters.stack_status import is_rolling_back, stack_status
+from premigrate.engine import ConfigurationError, Phase
 from premigrate.service import Request, Result
 from premigrate.service.connecting import database_identity
 from premigrate.triggers.answering import timeout_guard
@@ -55,15 +59,20 @@ def _handle(event: dict[str, Any], responder: Responder, time_left: Callable[[],
     status = stack_status(request.stack_id)
     if request.request_type == "Update" and is_rolling_back(status):
         return _report_rollback(responder, status, time_left)
-    expected = (request.resource_properties or {}).get("MigrationSetHash")
+    properties = event.get("ResourceProperties") or {}
+    if not isinstance(properties, dict):
+        return responder.fail("malformed CloudFormation event: ResourceProperties is not an object")
+    expected = properties.get("MigrationSetHash")
     if not isinstance(expected, str) or not expected:
-        return responder.fail(
+        raise ConfigurationError(
             "the custom resource has no MigrationSetHash property: set it to the fingerprint of the migration set "
             "to apply (premigrate fingerprint), so that a new set updates the resource and migrates"
         )
     # An Update may find the database ahead of its set (a pipeline migrated further): not an error.
     ahead_ok = {"accept_database_ahead": True} if request.request_type == "Update" else {}
-    config = function_config(ahead_ok, "the CloudFormation request")
+    # A resource migrates ahead of the rollout its stack makes, unless it says otherwise.
+    phase = {"phase": properties.get("Phase", Phase.BEFORE_ROLLOUT.value)}
+    config = function_config({**ahead_ok, **phase}, "the custom resource's property")
     if request.request_type == "Create":
         # Derived from the database, not from time, so later Updates keep it and never cause a replacement.
         responder.physical_resource_id = database_identity(config)

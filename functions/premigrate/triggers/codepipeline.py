@@ -3,7 +3,11 @@ the job's result, since a pipeline waits for it.
 
 UserParameters (JSON, all optional)::
 
-    {"dry_run": true, "migrations_path": "db/migrations", "target": "42", "lock_wait_seconds": 120}
+    {"dry_run": true, "migrations_path": "db/migrations", "target": "42", "lock_wait_seconds": 120,
+     "phase": "after-rollout"}
+
+``phase`` defaults to before-rollout here (the action runs before the Deploy stage); a second action after
+Deploy passes after-rollout.
 
 With an input artifact, its migrations are used (read from the zip in memory); otherwise the ones
 bundled with the function. When time runs short between migrations, the job gets a continuation token
@@ -20,7 +24,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import CodePipelineJobEvent
 
 from premigrate.adapters.artifact import MAX_ARCHIVE_BYTES, migrations_from_zip
-from premigrate.engine import ConfigurationError, MigrationSet, MigrationSetError
+from premigrate.engine import ConfigurationError, MigrationSet, MigrationSetError, Phase
 from premigrate.engine.report import Report
 from premigrate.service import Request, Result
 from premigrate.triggers.answering import SingleAnswer, timeout_guard
@@ -140,7 +144,11 @@ def _handle(job: CodePipelineJobEvent, step: int, time_left: Callable[[], float]
             "UserParameters migrations_path names a folder of the input artifact, but the action has none: give "
             "the action an input artifact, or leave migrations_path out to use the migrations bundled with the function"
         )
-    config = function_config({key: parameters[key] for key in REQUEST_SETTINGS if key in parameters}, "UserParameters")
+    # A pipeline action runs in a deploy: before the rollout unless it says otherwise.
+    settings = {"phase": Phase.BEFORE_ROLLOUT.value} | {
+        key: parameters[key] for key in REQUEST_SETTINGS if key in parameters
+    }
+    config = function_config(settings, "UserParameters")
     folder = parameters.get("migrations_path", "migrations")
     request = Request(
         "plan" if parameters.get("dry_run") else "migrate",

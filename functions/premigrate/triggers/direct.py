@@ -1,6 +1,9 @@
 """Direct invoke (``aws lambda invoke``, ``sam local invoke``, ``premigrate invoke``)::
 
-    {"action": "plan" | "migrate" | "status" | "validate", "target": "42", "lock_wait_seconds": 60}
+    {"action": "plan" | "migrate" | "status" | "validate", "target": "42", "lock_wait_seconds": 60,
+     "phase": "all" | "before-rollout" | "after-rollout"}
+
+``phase`` defaults to the function's PREMIGRATE_PHASE (all), as on the command line.
 
 Returns the service's result as JSON: ``{"ok": true, "report": {...}}`` or ``{"ok": false, "error": ...,
 "error_kind": ...}``. It never takes SQL from the event: only these keys are accepted.
