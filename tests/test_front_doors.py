@@ -29,6 +29,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "statement_timeout_seconds": ("30s", 30.0),
     "target": ("1.2.10", "1.2.10"),
     "phase": ("after-rollout", "after-rollout"),
+    "all_or_nothing": ("yes", True),
     "allow_out_of_order": ("on", True),
     "accept_database_ahead": ("true", True),
     "time_margin_seconds": ("45", 45.0),

@@ -98,7 +98,8 @@ class Console(Observer):
                 self.line(f"schema version {before}; {len(report.pending)} migration(s) pending:")
                 for run in report.pending:
                     after = ", after the rollout" if run.phase == "after-rollout" else ""
-                    self.line(f"  {run.label} ({run.mode}: {run.mode_reason}{after})")
+                    group = f"group {run.group}: " if run.group else ""
+                    self.line(f"  {group}{run.label} ({run.mode}: {run.mode_reason}{after})")
             else:
                 self.line(f"schema is up to date at version {after}")
         else:

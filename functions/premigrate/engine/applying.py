@@ -29,9 +29,11 @@ from premigrate.engine.statements import line_and_column
 ProgressCallback = Callable[[str, MigrationRun], None]
 """Called with ("started" | "finished", run) around each migration."""
 
-_OWN_IDENTITY = "RESET ROLE; RESET SESSION AUTHORIZATION"
+OWN_IDENTITY = "RESET ROLE; RESET SESSION AUTHORIZATION"
 """Before a history row is written: a migration may end as another role (SET ROLE), without rights on it."""
-_FRESH_SESSION = f"{_OWN_IDENTITY}; RESET ALL; CLOSE ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES"
+SESSION_RESET = "RESET ALL; CLOSE ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES"
+"""What a migration may have changed in the session; each of these may run inside a transaction too."""
+FRESH_SESSION = f"{OWN_IDENTITY}; {SESSION_RESET}"
 """After every migration, what a migration may have changed in the session is put back, so each one sees
 the session psql would give a file of its own, and one run gives what several runs give (a pg_dump header's
 ``set_config('search_path', '', false)`` must not reach the next file). It is DISCARD ALL but for
@@ -56,48 +58,15 @@ class Applier:
             self.progress("started", MigrationRun.of(migration))
         started = self.clock.monotonic()
         if migration.mode is ExecutionMode.TRANSACTION:
-            attempts = self._apply_in_transaction(migration)
+            from premigrate.engine.transactions import apply_in_one_transaction
+
+            attempts = apply_in_one_transaction(self, [migration])
         else:
             attempts = self._apply_statement_by_statement(migration)
         migration_run = MigrationRun.of(migration, ms_since(self.clock, started), attempts)
         if self.progress:
             self.progress("finished", migration_run)
         return migration_run
-
-    def _apply_in_transaction(self, migration: Migration) -> int:
-        """All statements and the history row commit together, or nothing does."""
-        for attempt in range(1, self.settings.lock_timeout_retries + 2):
-            started = self.clock.monotonic()
-            try:
-                # The transaction's start rides with the first statement, its end with the history row:
-                # as few round trips as psql needs for the same file.
-                opening = f"BEGIN; {self._timeouts('SET LOCAL')};\n"
-                if not migration.statements:
-                    self.db.run(opening)
-                for index, statement in enumerate(migration.statements):
-                    self._execute(migration, statement, prefix=opening if index == 0 else "")
-                _, lock_held = self._session_state()
-                if not lock_held:
-                    raise LockLostError(
-                        f"{migration.script} released premigrate's migration lock (pg_advisory_unlock_all or "
-                        "similar), so another run could start: it was rolled back, nothing of it is applied. "
-                        "Remove the unlock from the migration and run again"
-                    )
-                success = self._row_sql(migration, started, success=True)
-                self._record_or_fail(migration, f"{success};\nCOMMIT;\n{_FRESH_SESSION}")
-                return attempt
-            except MigrationFailedError as failure:
-                self.rollback()
-                self.fresh_session()
-                if failure.sqlstate != LOCK_NOT_AVAILABLE or attempt > self.settings.lock_timeout_retries:
-                    failure.args = (f"{failure}\nThe migration was rolled back: nothing of it is applied.",)
-                    raise
-                self._pause_before_retry(attempt)
-            except BaseException:
-                self.rollback()
-                self.fresh_session()
-                raise
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _apply_statement_by_statement(self, migration: Migration) -> int:
         """No-transaction and own-transaction files: each statement commits (or not) on its own, as in psql.
@@ -112,7 +81,7 @@ class Applier:
                 attempts = self._execute_with_retries(migration, statement, attempts)
             self._check_session_after(migration, started, rank)
             self._refuse_invalid_indexes_of(migration)
-            self._record_or_fail(migration, self._outcome(rank, started, success=True) + f";\n{_FRESH_SESSION}")
+            self.record_or_fail(migration, self._outcome(rank, started, success=True) + f";\n{FRESH_SESSION}")
         except MigrationFailedError as failure:
             self._record_failure(rank, started, failure)
             raise
@@ -123,7 +92,7 @@ class Applier:
         attempts used so far."""
         while True:
             try:
-                self._execute(migration, statement)
+                self.execute(migration, statement)
                 return attempts
             except MigrationFailedError as failure:
                 # One statement outside a transaction is atomic, so trying it again is safe; in an
@@ -139,13 +108,13 @@ class Applier:
                     # would only say "already exists".
                     failure.args = (f"{failure}\n  It left the INVALID index {', '.join(leftover)} behind.",)
                     raise
-                self._pause_before_retry(attempts)
+                self.pause_before_retry(attempts)
                 attempts += 1
 
     def _check_session_after(self, migration: Migration, started: float, rank: int) -> None:
         """A file run statement by statement must hand the session back as it got it: no transaction open
         (psql would roll back what is left open when the file ends) and the migration lock still held."""
-        transaction_open, lock_held = self._session_state()
+        transaction_open, lock_held = self.session_state()
         if transaction_open:
             raise MigrationFailedError(
                 f"{migration.script}: the file ends with a transaction still open (a BEGIN without COMMIT, or "
@@ -156,7 +125,7 @@ class Applier:
         if lock_held:
             return
         if self.lock.take_back(self.db):
-            self._record_or_fail(migration, self._outcome(rank, started, success=True) + f";\n{_FRESH_SESSION}")
+            self.record_or_fail(migration, self._outcome(rank, started, success=True) + f";\n{FRESH_SESSION}")
             detail = f"no other run had started, so premigrate took the lock back and recorded {migration.script}"
         else:
             detail = (
@@ -168,7 +137,7 @@ class Applier:
             f"similar); {detail}. The run stops here: remove the unlock from the migration"
         )
 
-    def _execute(self, migration: Migration, statement: Statement, prefix: str = "") -> None:
+    def execute(self, migration: Migration, statement: Statement, prefix: str = "") -> None:
         if self.should_stop():
             line, column = line_and_column(migration.text, statement.offset)
             raise MigrationFailedError(
@@ -192,18 +161,18 @@ class Applier:
         except ServerError as error:
             raise _statement_failure(migration, statement, error, len(prefix)) from error
 
-    def _session_state(self) -> tuple[bool, bool]:
+    def session_state(self) -> tuple[bool, bool]:
         """(a transaction is open, the migration lock is held). A statement that starts a transaction of its
         own has now() equal to its own start; inside an older transaction now() is that transaction's start."""
         rows = self.db.run(f"SELECT now() <> statement_timestamp(), {self.lock.held_sql}")
         return bool(rows[0][0]), bool(rows[0][1])
 
-    def _record_or_fail(self, migration: Migration, sql: str) -> None:
+    def record_or_fail(self, migration: Migration, sql: str) -> None:
         """Run the SQL that records success (and then resets the session); a refusal there (a deferred
         constraint checked at COMMIT, say) is the migration's failure, unless the history shows it was
         committed, when only what followed the COMMIT failed."""
         try:
-            self.db.run(f"{_OWN_IDENTITY};\n{sql}")
+            self.db.run(f"{OWN_IDENTITY};\n{sql}")
         except ServerError as error:
             self.rollback()
             if self._recorded_as_applied(migration):
@@ -229,7 +198,7 @@ class Applier:
         )
         return bool(rows and rows[0][0])
 
-    def _row_sql(self, migration: Migration, started: float, *, success: bool) -> str:
+    def row_sql(self, migration: Migration, started: float, *, success: bool) -> str:
         return self.history.insert_sql(
             version=str(migration.version) if migration.version else None,
             description=migration.description,
@@ -248,8 +217,8 @@ class Applier:
     def _record_start(self, migration: Migration) -> int:
         """The row of a migration about to run statement by statement, as failed; its installed_rank."""
         started = self.clock.monotonic()
-        row = self._row_sql(migration, started, success=False)
-        rows = self.db.run(f"{row} RETURNING installed_rank;\n{self._timeouts('SET')}")
+        row = self.row_sql(migration, started, success=False)
+        rows = self.db.run(f"{row} RETURNING installed_rank;\n{self.timeouts('SET')}")
         return int(rows[0][0])
 
     def _record_failure(self, rank: int, started: float, failure: MigrationFailedError) -> None:
@@ -285,7 +254,7 @@ class Applier:
         with contextlib.suppress(ConnectionLostError):
             self.db.run("ROLLBACK")
 
-    def _timeouts(self, command: str) -> str:
+    def timeouts(self, command: str) -> str:
         statement_ms = self.budget.statement_timeout_ms(self.settings.statement_timeout_seconds)
         return (
             f"{command} lock_timeout = '{round(self.settings.lock_timeout_seconds * 1000)}ms'; "
@@ -296,9 +265,9 @@ class Applier:
         """Best effort after a failure: the session as a new one would be (the lock stays held). Its own
         failure must not hide the failure that matters."""
         with contextlib.suppress(ConnectionLostError, ServerError):
-            self.db.run(_FRESH_SESSION)
+            self.db.run(FRESH_SESSION)
 
-    def _pause_before_retry(self, attempt: int) -> None:
+    def pause_before_retry(self, attempt: int) -> None:
         self.clock.sleep(self.settings.retry_pause_seconds * 2 ** (attempt - 1) * random.uniform(0.75, 1.25))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from premigrate.engine.applying import Applier, ProgressCallback
 from premigrate.engine.clock import SYSTEM_CLOCK, Clock, TimeBudget, ms_since
@@ -33,6 +33,7 @@ from premigrate.engine.migrations import Migration, MigrationSet, Version
 from premigrate.engine.plan import Plan, make_plan
 from premigrate.engine.report import MigrationRun, Report
 from premigrate.engine.settings import Settings
+from premigrate.engine.transactions import apply_group, in_groups
 
 
 @dataclass
@@ -125,29 +126,39 @@ class Engine:
             self._check_writable()
         report.schema_version_before = plan.current_version
         report.schema_version_after = plan.current_version
-        report.pending = [MigrationRun.of(m) for m in plan.pending]
+        report.pending = self._pending_runs(plan.pending)
         if plan.ahead_of_files:
             report.notes.append(
                 f"the database is at version {plan.current_version}, ahead of this migration set "
                 f"(which ends at {self.migrations.versioned[-1].version if self.migrations.versioned else 'none'}): "
                 "the schema stays ahead; premigrate never undoes a migration"
             )
-        for migration in plan.pending:
-            self._stop_if_interrupted(f"before {migration.script}; the next run continues from there")
+        for group in in_groups(plan.pending) if self.settings.all_or_nothing else [[m] for m in plan.pending]:
+            self._stop_if_interrupted(f"before {group[0].script}; the next run continues from there")
             if self.budget.remaining() < 0:
                 report.stopped_for_time = True
                 report.notes.append(
-                    f"stopped before {migration.script}: less than {self.settings.time_margin_seconds:g} s "
+                    f"stopped before {group[0].script}: less than {self.settings.time_margin_seconds:g} s "
                     "of the time budget left; the next run continues from here"
                 )
                 break
-            migration_run = self.applier.apply(migration)
-            report.pending.pop(0)
-            report.applied.append(migration_run)
-            if migration_run.version is not None:
-                after = report.schema_version_after
-                if after is None or Version.parse(migration_run.version) > Version.parse(after):
-                    report.schema_version_after = migration_run.version
+            for migration_run in apply_group(self.applier, group):
+                migration_run = replace(migration_run, group=report.pending.pop(0).group)  # noqa: PLW2901
+                report.applied.append(migration_run)
+                if migration_run.version is not None:
+                    after = report.schema_version_after
+                    if after is None or Version.parse(migration_run.version) > Version.parse(after):
+                        report.schema_version_after = migration_run.version
+
+    def _pending_runs(self, pending: list[Migration]) -> list[MigrationRun]:
+        """The runs to come; with all-or-nothing each says its group (a no-transaction file splits them)."""
+        if not self.settings.all_or_nothing:
+            return [MigrationRun.of(migration) for migration in pending]
+        return [
+            replace(MigrationRun.of(migration), group=number)
+            for number, group in enumerate(in_groups(pending), start=1)
+            for migration in group
+        ]
 
     def _baseline(self, report: Report, version: Version) -> None:
         if self.history.exists(self.db) and (rows := self.history.read(self.db)):
@@ -263,7 +274,7 @@ class Engine:
             action,
             schema_version_before=plan.current_version,
             schema_version_after=plan.current_version,
-            pending=[MigrationRun.of(m) for m in plan.pending if not m.check()],
+            pending=self._pending_runs([m for m in plan.pending if not m.check()]),
             states=plan.states,
             notes=notes or [],
             total_ms=ms_since(self.clock, started),

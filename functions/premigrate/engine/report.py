@@ -22,6 +22,8 @@ class MigrationRun:
     duration_ms: float | None = None
     attempts: int = 1
     phase: str = "before-rollout"
+    group: int | None = None
+    """With all-or-nothing: the transaction it shares with the other runs of its group."""
 
     @classmethod
     def of(cls, migration: Migration, duration_ms: float | None = None, attempts: int = 1) -> MigrationRun:

@@ -26,6 +26,8 @@ class Settings:
     accept_database_ahead: bool = False
     """Succeed without changes when the database has newer versions than the files (a stack rollback
     deploys the older set); otherwise those versions are reported as applied migrations whose file is gone."""
+    all_or_nothing: bool = False
+    """Consecutive transactional migrations of a run apply in one transaction with their history rows."""
     phase: str = "all"
     """all, before-rollout or after-rollout (``directives.RUN_PHASES``): a before-rollout run leaves the
     after-rollout files for later; an after-rollout run refuses while a before-rollout file is pending."""

@@ -185,6 +185,13 @@ class Config:
         "as GitLab's default; the custom resource and the pipeline action default to before-rollout)",
         "PHASE",
     )
+    all_or_nothing: bool = _setting(
+        _ENGINE.all_or_nothing,
+        "PREMIGRATE_ALL_OR_NOTHING",
+        FLAG,
+        "apply the run's consecutive transactional migrations in one transaction (a no-transaction file splits "
+        "the group): a failure leaves the database as it was before the group",
+    )
     allow_out_of_order: bool = _setting(
         _ENGINE.allow_out_of_order,
         "PREMIGRATE_OUT_OF_ORDER",

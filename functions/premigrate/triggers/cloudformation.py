@@ -8,6 +8,7 @@ an hour or sticks in UPDATE_ROLLBACK_FAILED because of us.
         ServiceToken: <function ARN>
         MigrationSetHash: <premigrate fingerprint>
         Phase: before-rollout            # default; after-rollout in a resource that depends on the ASG
+        AllOrNothing: "true"             # optional: the release's transactional migrations in one transaction
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def _handle(event: dict[str, Any], responder: Responder, time_left: Callable[[],
     ahead_ok = {"accept_database_ahead": True} if request.request_type == "Update" else {}
     # A resource migrates ahead of the rollout its stack makes, unless it says otherwise.
     phase = {"phase": properties.get("Phase", Phase.BEFORE_ROLLOUT.value)}
-    config = function_config({**ahead_ok, **phase}, "the custom resource's property")
+    # CloudFormation passes every property as text: "true" / "false".
+    group = {"all_or_nothing": properties["AllOrNothing"]} if "AllOrNothing" in properties else {}
+    config = function_config({**ahead_ok, **phase, **group}, "the custom resource's property")
     if request.request_type == "Create":
         # Derived from the database, not from time, so later Updates keep it and never cause a replacement.
         responder.physical_resource_id = database_identity(config)

@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from premigrate.engine.report import MigrationRun
 from premigrate.service import Config, Observer, Request, Result, Service, failure, load_config
 
-REQUEST_SETTINGS = ("target", "lock_wait_seconds", "phase")
+REQUEST_SETTINGS = ("target", "lock_wait_seconds", "phase", "all_or_nothing")
 """The settings a direct invoke or CodePipeline's UserParameters may change for one run; checked as the
 function's environment is."""
 
