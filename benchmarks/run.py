@@ -30,7 +30,7 @@ from pgservers import Server
 from premigrate.adapters.connection import params_from_url
 from premigrate.adapters.folder import load_folder
 from premigrate.adapters.postgres import connect
-from premigrate.engine import Engine
+from premigrate.engine import Engine, Settings
 from premigrate.engine.directives import Phase
 from premigrate.engine.history import HistoryTable
 
@@ -91,9 +91,9 @@ def apply_case(bench: Bench, server: Server, work: Path, count: int) -> None:
         connection.close()
         run([*psql_args(server, url), "-f", str(with_history)])
 
-    def engine_only(url: str) -> None:
+    def engine_only(url: str, all_or_nothing: bool = False) -> None:
         connection = connect(params_from_url(url))
-        Engine(connection, load_folder(folder)).migrate()
+        Engine(connection, load_folder(folder), Settings(all_or_nothing=all_or_nothing)).migrate()
         connection.close()
 
     def psql(*args: str) -> Callable[[str], object]:
@@ -112,7 +112,24 @@ def apply_case(bench: Bench, server: Server, work: Path, count: int) -> None:
                 lambda url: run(premigrate("up", "--database-url", url, "--migrations", str(folder))),
             ),
             ("premigrate engine in-process (connected, files loaded)", engine_only),
+            (
+                "premigrate up --all-or-nothing (process)",
+                lambda url: run(
+                    premigrate("up", "--all-or-nothing", "--database-url", url, "--migrations", str(folder))
+                ),
+            ),
+            ("premigrate engine in-process, all-or-nothing", lambda url: engine_only(url, all_or_nothing=True)),
         ],
+    )
+    one_transaction = bench.find(table, "psql -1 -f, all files in one transaction").median
+    grouped = bench.find(table, "premigrate up --all-or-nothing (process)").median
+    grouped_engine = bench.find(table, "premigrate engine in-process, all-or-nothing").median
+    bench.note(
+        table,
+        f"All-or-nothing against `psql -1 -f` (one transaction, one commit: the physical limit for applying "
+        f"files): the `up --all-or-nothing` process takes {grouped / one_transaction:.2f}x, its engine "
+        f"{grouped_engine / one_transaction:.2f}x (target: within 1.05x; "
+        f"{'met' if grouped <= 1.05 * one_transaction else 'not met'} by the process).",
     )
     equal = bench.find(table, "psql, one transaction per file with premigrate's history row (equal work)").median
     process = bench.find(table, "premigrate up (process: start, migrate, exit)").median
