@@ -27,6 +27,10 @@ class Category(enum.StrEnum):
     """The database refused something premigrate itself needed (a permission, a read-only endpoint)."""
     LOCK = "lock"
     """Another run held the migration lock for longer than the lock wait."""
+    UNSAFE = "unsafe"
+    """``premigrate check`` measured an error-level finding that no allow directive acknowledges."""
+    NOT_READY = "not-ready"
+    """``premigrate ready``: the database lacks a migration the instance's code needs (after the wait)."""
     INTERNAL = "internal"
     """A bug in premigrate."""
 
@@ -38,6 +42,8 @@ EXIT_CODES = {
     Category.DATABASE: 1,
     Category.CONFIGURATION: 2,
     Category.LOCK: 3,
+    Category.UNSAFE: 4,
+    Category.NOT_READY: 5,
     Category.INTERNAL: 70,
 }
 
