@@ -14,7 +14,13 @@ from premigrate.adapters.folder import load_folder
 from test_template import cloudformation, lint_errors
 
 REPO = Path(__file__).resolve().parent.parent
-SUBSTITUTIONS = {"AWS::StackName": "app", "AWS::Region": "eu-west-1", "BuildBucket": "builds", "AppVersion": "1.2.3"}
+SUBSTITUTIONS = {
+    "AWS::StackName": "app",
+    "AWS::Region": "eu-west-1",
+    "BuildBucket": "builds",
+    "AppVersion": "1.2.3",
+    "ExpectedSchemaVersion": "1",
+}
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +80,11 @@ def user_data(app: dict[str, Any], root: Path) -> str:
     return script.replace("/opt/", f"{root}/opt/")
 
 
-def run_user_data(app: dict[str, Any], tmp_path: Path, app_is_active: bool) -> tuple[int, str, list[str]]:
-    """Runs the user data with stand-ins for dnf, aws, systemctl and cfn-signal that log their calls."""
+def run_user_data(
+    app: dict[str, Any], tmp_path: Path, app_is_active: bool, database_url: str
+) -> tuple[int, str, list[str]]:
+    """Runs the user data with stand-ins for dnf, aws, systemctl, sleep and cfn-signal that log their calls;
+    its psql is the real one, asking the test database."""
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     signal = tmp_path / "opt" / "aws" / "bin" / "cfn-signal"
     for folder in (bin_dir, signal.parent):
@@ -83,12 +92,14 @@ def run_user_data(app: dict[str, Any], tmp_path: Path, app_is_active: bool) -> t
     payload = tmp_path / "payload"
     payload.mkdir(exist_ok=True)
     (payload / "server.js").write_text("app")
+    (payload / "env").write_text(f"DATABASE_URL='{database_url}'\n")
     archive = tmp_path / "app.tar.gz"
     subprocess.run(["tar", "-czf", str(archive), "-C", str(payload), "."], check=True)
     stand_ins = {
         bin_dir / "dnf": 'echo "dnf $*" >> LOG',
         bin_dir / "aws": 'echo "aws $*" >> LOG; cp ARCHIVE "$4"',
         bin_dir / "systemctl": 'echo "systemctl $*" >> LOG; [ "$1" != is-active ] || ' + str(app_is_active).lower(),
+        bin_dir / "sleep": 'echo "sleep $*" >> LOG',
         signal: 'echo "cfn-signal $*" >> LOG',
     }
     for path, body in stand_ins.items():
@@ -100,18 +111,28 @@ def run_user_data(app: dict[str, Any], tmp_path: Path, app_is_active: bool) -> t
     return ran.returncode, ran.stderr, log.read_text().splitlines()
 
 
-def test_user_data_installs_the_build_and_signals_success(app, tmp_path) -> None:
-    status, stderr, calls = run_user_data(app, tmp_path, app_is_active=True)
+def migrated(database_url: str, folder: Path) -> None:
+    from premigrate.service import Request, Service, load_config
+
+    config = load_config("cli", {}, {"database_url": database_url, "migrations": str(folder)})
+    assert Service(config).run(Request("migrate")).ok
+
+
+def test_user_data_installs_the_build_and_signals_success(app, tmp_path, database_url, write_migrations) -> None:
+    migrated(database_url, write_migrations({"V1__users.sql": "CREATE TABLE users ();\n"}))
+    status, stderr, calls = run_user_data(app, tmp_path, True, database_url)
     assert status == 0, stderr
     assert (tmp_path / "opt" / "app" / "server.js").read_text() == "app"  # /opt/app was created for it
-    assert "aws s3 cp s3://builds/app-1.2.3.tar.gz" in calls[1]
+    assert "aws s3 cp s3://builds/app-1.2.3.tar.gz" in calls[2]
+    assert not any(call.startswith("sleep") for call in calls)  # the schema was there: no wait
     assert calls[-1] == "cfn-signal --exit-code 0 --stack app --resource AppAutoScalingGroup --region eu-west-1"
     script = json.dumps(app["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"])
     assert "npm run migrate" not in script.split("Now the schema is ready")[1]
 
 
-def test_user_data_signals_failure_when_the_app_does_not_start(app, tmp_path) -> None:
-    status, _, calls = run_user_data(app, tmp_path, app_is_active=False)
+def test_user_data_signals_failure_when_the_app_does_not_start(app, tmp_path, database_url, write_migrations) -> None:
+    migrated(database_url, write_migrations({"V1__users.sql": "CREATE TABLE users ();\n"}))
+    status, _, calls = run_user_data(app, tmp_path, False, database_url)
     assert status != 0
     signals = [call for call in calls if call.startswith("cfn-signal")]
     assert signals == ["cfn-signal --exit-code 1 --stack app --resource AppAutoScalingGroup --region eu-west-1"]
@@ -149,3 +170,44 @@ def test_pipeline_starts_when_the_source_zip_is_uploaded(pipeline) -> None:
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "events.amazonaws.com"}
     (statement,) = role["Policies"][0]["PolicyDocument"]["Statement"]
     assert (statement["Action"], statement["Resource"]) == ("codepipeline:StartPipelineExecution", pipeline_arn)
+
+
+def test_an_instance_never_starts_on_a_database_that_lacks_its_schema(
+    app, tmp_path, database_url, write_migrations
+) -> None:
+    migrated(database_url, write_migrations({"V0_9__older.sql": "SELECT 1;\n"}))  # below the expected 1
+    status, stderr, calls = run_user_data(app, tmp_path, True, database_url)
+    assert status != 0
+    assert "the database lacks schema version 1" in stderr
+    assert sum(call.startswith("sleep") for call in calls) == 60  # it waited, then gave up
+    assert not any(call.startswith("systemctl restart") for call in calls)
+    assert calls[-1] == "cfn-signal --exit-code 1 --stack app --resource AppAutoScalingGroup --region eu-west-1"
+
+
+def test_the_instance_asks_what_premigrate_ready_asks(app) -> None:
+    from premigrate.engine.readiness import READY_BY_VERSION_SQL
+
+    script = app["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    asked = script.split("<<'SQL' || true\n", 1)[1].split("\nSQL\n", 1)[0]
+    assert asked.split() == READY_BY_VERSION_SQL.split()
+
+
+def test_the_contract_half_runs_once_the_rolling_update_is_over(app) -> None:
+    resources = app["Resources"]
+    before, after = resources["DatabaseMigration"], resources["DatabaseMigrationAfterRollout"]
+    assert before["Properties"]["Phase"] == "before-rollout"
+    assert after["Properties"]["Phase"] == "after-rollout"
+    assert after["DependsOn"] == "AppAutoScalingGroup"
+    assert after["Properties"]["MigrationSetHash"] == before["Properties"]["MigrationSetHash"]
+    assert "DatabaseMigration" in resources["AppAutoScalingGroup"]["DependsOn"]
+
+
+def test_the_pipeline_contracts_after_it_deploys(pipeline) -> None:
+    stages = pipeline["Resources"]["Pipeline"]["Properties"]["Stages"]
+    names = [stage["Name"] for stage in stages]
+    assert names[-3:] == ["Migrate", "Deploy", "MigrateAfterRollout"]
+    phases = [
+        json.loads(stages[names.index(name)]["Actions"][0]["Configuration"]["UserParameters"])["phase"]
+        for name in ("Migrate", "MigrateAfterRollout")
+    ]
+    assert phases == ["before-rollout", "after-rollout"]
