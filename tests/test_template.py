@@ -235,7 +235,7 @@ def test_log_group_outlives_the_stack_and_names_fit_any_stack_name(stack) -> Non
         (resource["Type"], key): value
         for resource in stack["Resources"].values()
         for key, value in resource.get("Properties", {}).items()
-        if key.endswith("Name") and key != "ServiceName"
+        if key.endswith("Name") and key not in ("ServiceName", "MetricName")  # a service and a metric: no names
     }
     assert named == {
         ("AWS::Logs::LogGroup", "LogGroupName"): log_group["Properties"]["LogGroupName"],
@@ -256,3 +256,28 @@ def test_sam_build_builds_the_function_with_the_makefile(stack) -> None:
     function = stack["Resources"]["MigrationFunction"]
     assert function["Metadata"] == {"BuildMethod": "makefile", "ContextPath": ".", "WorkingDirectory": "."}
     assert "build-MigrationFunction:" in (REPO / "Makefile").read_text()
+
+
+def test_an_invocation_that_dies_without_answering_is_kept_and_alarms(stack) -> None:
+    resources = stack["Resources"]
+    (config,) = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
+    assert config["Properties"]["MaximumRetryAttempts"] == 0
+    assert config["Properties"]["DestinationConfig"]["OnFailure"] == {
+        "Destination": {"Fn::GetAtt": ["FailedInvocationQueue", "Arn"]}
+    }
+    assert statements(stack)["KeepFailedInvocations"] == {
+        "Sid": "KeepFailedInvocations",
+        "Effect": "Allow",
+        "Action": "sqs:SendMessage",
+        "Resource": {"Fn::GetAtt": ["FailedInvocationQueue", "Arn"]},
+    }
+    alarm = resources["FailedInvocationAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["FailedInvocationQueue", "QueueName"]}}
+    ]
+    assert (alarm["MetricName"], alarm["ComparisonOperator"], alarm["Threshold"]) == (
+        "ApproximateNumberOfMessagesVisible",
+        "GreaterThanThreshold",
+        0,
+    )
+    assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
