@@ -163,3 +163,17 @@ def test_a_group_needs_a_round_trip_per_file(database_url, write_migrations, all
     # row; in a group the file's statements share one, and the group has one check and one commit.
     per_file = 1 if all_or_nothing else 4
     assert 20 * per_file <= database.round_trips <= 20 * per_file + 12
+
+
+@pytest.mark.parametrize("all_or_nothing", [True, False])
+def test_a_last_file_that_changes_how_strings_are_read_is_recorded_once(
+    capsys, database_url, write_migrations, db, all_or_nothing
+) -> None:
+    folder = write_migrations({"V1__users.sql": USERS, "V2__legacy.sql": "SET standard_conforming_strings = off;\n"})
+    options = ["--all-or-nothing"] if all_or_nothing else []
+    code = main(["up", "--database-url", database_url, "--migrations", str(folder), *options])
+    assert code == 0, capsys.readouterr().err
+    assert db.run("SELECT script FROM premigrate_schema_history ORDER BY installed_rank") == [
+        ["V1__users.sql"],
+        ["V2__legacy.sql"],
+    ]

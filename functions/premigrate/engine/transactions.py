@@ -81,7 +81,7 @@ def _statement_by_statement(applier: Applier, migrations: list[Migration]) -> No
     grouped = len(migrations) > 1
     pending_sql = f"BEGIN; {applier.timeouts('SET LOCAL')};\n"
     last_row = ""
-    for migration in migrations:
+    for index, migration in enumerate(migrations):
         started = applier.clock.monotonic()
         if grouped and applier.progress:
             applier.progress("started", MigrationRun.of(migration))
@@ -92,7 +92,8 @@ def _statement_by_statement(applier: Applier, migrations: list[Migration]) -> No
             applier.execute(migration, statement, prefix=pending_sql)
             pending_sql = ""
         last_row = applier.row_sql(migration, started, success=True)
-        pending_sql = _between_files(applier, migration, last_row)
+        if index < len(migrations) - 1:  # the last row is written with COMMIT
+            pending_sql = _between_files(applier, migration, last_row)
         if grouped and applier.progress:
             applier.progress("finished", MigrationRun.of(migration, ms_since(applier.clock, started)))
     _, lock_held = applier.session_state()
