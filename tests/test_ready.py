@@ -3,6 +3,7 @@ gives with the documented query. Real PostgreSQL; the waiting runs on a scripted
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -127,3 +128,22 @@ def test_the_documented_query_gives_psqls_answer(
     ran = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     assert (ran.returncode, ran.stdout.strip()) == (0, answer), ran.stderr
     assert ready(database_url, folder, clock, expect_version=expected)[0] is (answer == "t")
+
+
+def test_the_command_line_says_ready_or_exits_5(capsys, database_url, write_migrations) -> None:
+    from premigrate.cli import main
+
+    folder = write_migrations({"V1__users.sql": USERS})
+    common = ["--database-url", database_url, "--migrations", str(folder)]
+    assert main(["ready", "--expect-version", "1", *common]) == 5
+    assert capsys.readouterr().err == f"error: {NOTHING_YET}\n"
+    migrate(database_url, folder)
+    assert main(["ready", "--expect-version", "1", *common]) == 0
+    assert capsys.readouterr().out == "ready: before-rollout migrations applied up to 1 (1 expected)\n"
+    assert main(["ready", "--json", *common]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "ready": True,
+        "summary": "ready: every before-rollout migration of this set is applied (at 1)",
+    }
+    assert main(["ready", "--expect-version", "one", *common]) == 2
+    assert "--expect-version: 'one' is not a version" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The command line: ``premigrate plan | up | status | validate | baseline | repair | check | new | invoke``.
+"""The command line: ``premigrate plan | up | status | validate | baseline | repair | new | invoke | fingerprint``,
+and the rollout commands ``check | ready | fleet`` (``cli_rollout``).
 
 A translator, as dbmate's CLI is: the options are generated from the settings' one declaration, copied
 onto a Config, and each command is one ``Service.run``. With no database given, an embedded PostgreSQL
@@ -14,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from premigrate import __version__
+from premigrate.cli_rollout import ROLLOUT_COMMANDS, add_rollout_commands, run_rollout_command
 from premigrate.console import Console
 from premigrate.interruptions import Interrupted, Interruptions
 from premigrate.service import EXIT_CODES, SPECS, Category, Config, Request, Service, failure, load_config
@@ -38,6 +40,7 @@ _EXIT_HELP = (
     f"failed, {EXIT_CODES[Category.CONFIGURATION]} usage or configuration error (bad option, unreachable database), "
     f"{EXIT_CODES[Category.LOCK]} migration lock not obtained within --lock-wait, "
     f"{EXIT_CODES[Category.UNSAFE]} `premigrate check` found an error-level finding no allow directive acknowledges, "
+    f"{EXIT_CODES[Category.NOT_READY]} `premigrate ready`: the database still lacks a migration after --wait, "
     f"{EXIT_CODES[Category.INTERNAL]} internal error (a premigrate bug), 130 and 143 interrupted by Ctrl-C or "
     "SIGTERM (the running statement is cancelled on the server)"
 )
@@ -68,8 +71,8 @@ def _command(args: argparse.Namespace, console: Console, interruptions: Interrup
         if args.command == "new":
             console.out(str(_new_migration(Path(config.migrations), args.description)))
             return 0
-        if args.command == "check":
-            return _check(config, args, console)
+        if args.command in ROLLOUT_COMMANDS:
+            return run_rollout_command(config, args, console)
         if args.command == "fingerprint":
             from premigrate.adapters.folder import load_folder
 
@@ -88,23 +91,6 @@ def _command(args: argparse.Namespace, console: Console, interruptions: Interrup
     if interruptions.signal_name:
         return console.interrupted(result, interruptions.signal_name, interruptions.exit_code)
     return console.show(result)
-
-
-def _check(config: Config, args: argparse.Namespace, console: Console) -> int:
-    """The service measures and judges (and never raises); this prints what it found."""
-    import json
-
-    from premigrate.service.checking import CheckOptions, check
-
-    options = CheckOptions(scratch_url=args.scratch_url, since=args.since, max_locked_rows=args.max_locked_rows)
-    result = check(config, options, observer=console)
-    if args.json:
-        console.out(json.dumps(result.to_dict(), indent=2))
-    elif result.report is not None:
-        console.out(result.report.text())
-    if result.error:
-        print(f"error: {result.error}", file=sys.stderr)
-    return result.exit_code
 
 
 def _invoke(config: Config, event_file: str, remaining_seconds: float, console: Console) -> int:
@@ -170,12 +156,6 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _row_count(text: str) -> int:
-    if not text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of rows; give a whole number, like 100000")
-    return int(text)
-
-
 def _settings_options() -> _Parser:
     """One option per setting of the command line, from the settings' declaration."""
     common = _Parser(add_help=False)
@@ -219,43 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="the Lambda time the context reports at the start [default: 900s]",
     )
-    _add_check(commands, common)
+    add_rollout_commands(commands, common)
     commands.add_parser(
         "fingerprint", parents=[common], help="print the migration set's fingerprint (changes with any file)"
     )
     new = commands.add_parser("new", parents=[common], help="create the next V<version>__<description>.sql")
     new.add_argument("description")
     return parser
-
-
-def _add_check(commands: Any, common: argparse.ArgumentParser) -> None:
-    from premigrate.checking.rules import DEFAULT_MAX_LOCKED_ROWS
-
-    check = commands.add_parser(
-        "check",
-        parents=[common],
-        help="measure the pending migrations on a scratch database: locks, rewrites, breaking changes",
-        description="Replay the migrations on a new scratch database and measure what each pending statement "
-        "does there (locks held, tables rewritten or scanned, what running code sees change); with "
-        "--database-url the target's history says what is pending and its statistics size the tables (read "
-        "only). Exit 4 when an error-level finding stands. See docs/safe-rollouts.md.",
-    )
-    check.add_argument(
-        "--scratch-url",
-        metavar="URL",
-        help="server to create the scratch database on (its user needs CREATEDB) [default: the embedded PostgreSQL]",
-    )
-    check.add_argument(
-        "--since",
-        metavar="VERSION",
-        help="without --database-url: check VERSION and later, replaying the earlier ones "
-        "[default: what the embedded database has not applied]",
-    )
-    check.add_argument(
-        "--max-locked-rows",
-        type=_row_count,
-        default=DEFAULT_MAX_LOCKED_ROWS,
-        metavar="N",
-        help="work under a lock that blocks reads or writes is an error on a table with more rows than this, a "
-        f"warning below [default: {DEFAULT_MAX_LOCKED_ROWS}]",
-    )
