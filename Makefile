@@ -9,8 +9,8 @@ SAM_VENV ?= .venv-sam
 SAM_CLI_VERSION ?= 1.170.0
 SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 
-.PHONY: run invoke build build-MigrationFunction fingerprint check-fingerprint deploy test reliability bench \
-	lint format clean
+.PHONY: run invoke build build-MigrationFunction fingerprint check-fingerprint check-migrations deploy test \
+	reliability bench lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -152,7 +152,15 @@ sys.exit(0 if deploy.get("stack_name") and deploy.get("parameter_overrides") els
 endef
 export SAVED_DEPLOYMENT_PY
 
-deploy: check-fingerprint $(SAM_VENV)/.installed
+# Measured before anything deploys: locks, rewrites and breaking changes of what is pending (exit 4 stops the
+# deploy; docs/safe-rollouts.md). With PREMIGRATE_SECRET_ID or PREMIGRATE_DATABASE_URL set it reads that
+# database (read-only) for what is pending and how big its tables are; otherwise the embedded one's history.
+CHECK_ARGS ?=
+check-migrations:
+	@[ -x $(BIN)/premigrate ] || $(MAKE) --no-print-directory $(VENV)/.installed-run
+	$(BIN)/premigrate check --migrations migrations $(CHECK_ARGS)
+
+deploy: check-fingerprint check-migrations $(SAM_VENV)/.installed
 	@$(PYTHON) -c "$$SAVED_DEPLOYMENT_PY" '$(SAM_CONFIG_ENV)'; saved=$$?; \
 	if [ $$saved = 2 ]; then exit 2; fi; \
 	if [ $$saved = 0 ] && [ -z "$(GUIDED)" ]; then mode=; \

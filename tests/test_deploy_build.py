@@ -131,7 +131,8 @@ parameter_overrides = "DatabaseSecretArn=\\"arn:aws:secretsmanager:eu-west-1:123
 
 
 def deploy(repo: Path, venv: Path, terminal: bool, *variables: str) -> subprocess.CompletedProcess[str]:
-    command = ["make", "--no-print-directory", "deploy", f"SAM_VENV={venv}", *variables]
+    # premigrate from this test's own virtualenv; the check uses an embedded database inside the copy.
+    command = ["make", "--no-print-directory", "deploy", f"SAM_VENV={venv}", f"VENV={sys.prefix}", *variables]
     if not terminal:
         return subprocess.run(
             command, cwd=repo, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False
@@ -179,6 +180,21 @@ def test_make_deploy_without_a_saved_deployment_or_a_terminal_refuses(tmp_path) 
     broken = deploy(repo, venv, terminal=True)
     assert broken.returncode == 2 and broken.stderr.startswith("samconfig.toml cannot be read: ")
     assert not log.exists()
+
+
+def test_make_deploy_refuses_an_unsafe_migration_before_sam(tmp_path) -> None:
+    repo = clone(tmp_path / "repo")
+    venv, log = fake_sam(tmp_path)
+    # The embedded database has the committed migrations (make run): V5 is what this deploy brings.
+    premigrate = str(Path(sys.prefix) / "bin" / "premigrate")
+    assert run([premigrate, "up", "--migrations", "migrations"], repo).returncode == 0
+    (repo / "migrations" / "V5__drop_login.sql").write_text("ALTER TABLE users DROP COLUMN last_login_at;\n")
+    assert run(["make", "--no-print-directory", "fingerprint"], repo).returncode == 0
+    refused = deploy(repo, venv, terminal=True)
+    assert refused.returncode == 2  # make's own code for a failed recipe: premigrate check exited 4
+    assert "V5__drop_login.sql:1  error  drop-column" in refused.stdout
+    assert "check-migrations] Error 4" in refused.stderr  # exit 4: an error-level finding stands
+    assert not log.exists()  # nothing was built or deployed
 
 
 def test_make_deploy_refuses_a_stale_fingerprint_before_sam(tmp_path) -> None:

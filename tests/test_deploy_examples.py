@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from samtranslator.yaml_helper import yaml_parse
 
 from premigrate.adapters.folder import load_folder
 from test_template import cloudformation, lint_errors
@@ -211,3 +212,21 @@ def test_the_pipeline_contracts_after_it_deploys(pipeline) -> None:
         for name in ("Migrate", "MigrateAfterRollout")
     ]
     assert phases == ["before-rollout", "after-rollout"]
+
+
+def test_the_pipeline_checks_the_migrations_before_it_migrates(pipeline) -> None:
+    resources = pipeline["Resources"]
+    stages = [stage["Name"] for stage in resources["Pipeline"]["Properties"]["Stages"]]
+    assert stages.index("Check") == stages.index("Migrate") - 1
+    spec = yaml_parse(resources["CheckProject"]["Properties"]["Source"]["BuildSpec"])
+    assert spec["phases"]["build"]["commands"] == ["premigrate check --migrations db/migrations"]
+    variables = {
+        v["Name"]: v["Value"] for v in resources["CheckProject"]["Properties"]["Environment"]["EnvironmentVariables"]
+    }
+    assert variables["PREMIGRATE_SECRET_ID"] == {"Ref": "DatabaseSecretArn"}  # read-only: what is pending, table sizes
+    (reads,) = [
+        s
+        for s in resources["CheckRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        if s["Action"] == "secretsmanager:GetSecretValue"
+    ]
+    assert reads["Resource"] == {"Ref": "DatabaseSecretArn"}
