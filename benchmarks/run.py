@@ -24,6 +24,7 @@ from typing import Any
 from cold_start import built_package_cases, cold_start_cases
 from harness import REPO, RUNS, Bench, embedded_server, premigrate, psql_args, run
 from lambda_package import package_cases
+from rollout_cases import check_cases, fleet_cases
 from workloads import corpus_cases, race_cases
 
 from pgservers import Server
@@ -260,6 +261,8 @@ def main() -> int:
             version = server.admin("SELECT version()")[0][0]  # type: ignore[index]
             print(f"PostgreSQL: {version}\nruns per case: {RUNS}", flush=True)
             apply_cases(bench, server, work)
+            check_cases(bench, server, work)
+            fleet_cases(bench, server, work)
             up_to_date_cases(bench, server, work)
             race_cases(bench, server, work)
             cold_start_cases(bench, server)
