@@ -22,7 +22,8 @@ from premigrate.cli_rollout import ROLLOUT_COMMANDS, add_rollout_commands, run_r
 from premigrate.console import Console
 from premigrate.interruptions import Interrupted, Interruptions
 from premigrate.service import EXIT_CODES, SPECS, Category, Config, Request, Service, failure, load_config
-from premigrate.service.settings import DURATION, hide_passwords
+from premigrate.service.setting_kinds import DURATION
+from premigrate.service.settings import hide_passwords
 
 _COMMANDS = {  # command: (service action, help)
     "plan": ("plan", "show what `up` would apply, and refuse as `up` would"),

@@ -17,7 +17,7 @@ from typing import Any
 
 from premigrate.console import Console
 from premigrate.service import Config
-from premigrate.service.settings import DURATION
+from premigrate.service.setting_kinds import DURATION
 
 ROLLOUT_COMMANDS = ("check", "ready", "fleet")
 

@@ -32,7 +32,7 @@ from premigrate.engine.lock import MigrationLock
 from premigrate.engine.migrations import Migration, MigrationSet, Version
 from premigrate.engine.plan import Plan, make_plan
 from premigrate.engine.report import MigrationRun, Report
-from premigrate.engine.settings import Settings
+from premigrate.engine.settings import Settings, check_settings
 from premigrate.engine.transactions import apply_group, in_groups
 
 
@@ -59,7 +59,7 @@ class Engine:
             self.target = Version.parse(self.settings.target) if self.settings.target else None
         except ValueError as error:
             raise ConfigurationError(f"target version: {error}") from None
-        _check_settings(self.settings)
+        check_settings(self.settings)
 
     # ---- read-only commands: no lock, nothing written -------------------------------------------
 
@@ -279,27 +279,6 @@ class Engine:
             notes=notes or [],
             total_ms=ms_since(self.clock, started),
         )
-
-
-_POSTGRES_LONGEST_TIMEOUT_MS = 2**31 - 1
-
-
-def _check_settings(settings: Settings) -> None:
-    if not settings.schema:
-        raise ConfigurationError("the schema of the history table must not be empty")
-    for name, seconds in (
-        ("lock_timeout", settings.lock_timeout_seconds),
-        ("statement_timeout", settings.statement_timeout_seconds),
-    ):
-        if seconds and round(seconds * 1000) < 1:
-            raise ConfigurationError(
-                f"{name} {seconds:g} s is below PostgreSQL's resolution of 1 ms (it would mean no limit at all): "
-                "give at least 1ms, or 0 for no limit"
-            )
-        if seconds * 1000 > _POSTGRES_LONGEST_TIMEOUT_MS:
-            raise ConfigurationError(
-                f"{name} {seconds:g} s is above PostgreSQL's longest, {_POSTGRES_LONGEST_TIMEOUT_MS} ms (about 24 days)"
-            )
 
 
 def _problems_of(migration: Migration) -> list[str]:

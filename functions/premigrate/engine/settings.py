@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from premigrate.engine.errors import ConfigurationError
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -34,3 +36,25 @@ class Settings:
     time_margin_seconds: float = 30.0
     """With a time budget: no migration starts within this margin of its end, and a running statement is
     cancelled (its migration rolled back) half-way through the margin."""
+
+
+_POSTGRES_LONGEST_TIMEOUT_MS = 2**31 - 1
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuses settings PostgreSQL would take to mean something else (a timeout below 1 ms is none)."""
+    if not settings.schema:
+        raise ConfigurationError("the schema of the history table must not be empty")
+    for name, seconds in (
+        ("lock_timeout", settings.lock_timeout_seconds),
+        ("statement_timeout", settings.statement_timeout_seconds),
+    ):
+        if seconds and round(seconds * 1000) < 1:
+            raise ConfigurationError(
+                f"{name} {seconds:g} s is below PostgreSQL's resolution of 1 ms (it would mean no limit at all): "
+                "give at least 1ms, or 0 for no limit"
+            )
+        if seconds * 1000 > _POSTGRES_LONGEST_TIMEOUT_MS:
+            raise ConfigurationError(
+                f"{name} {seconds:g} s is above PostgreSQL's longest, {_POSTGRES_LONGEST_TIMEOUT_MS} ms (about 24 days)"
+            )
