@@ -234,3 +234,13 @@ def test_a_resource_migrates_before_the_rollout_unless_it_says_after(function_en
     invoke(cfn_event("Create", wrong, properties={"Phase": "later"}))
     assert wrong.received()["Status"] == "FAILED"
     assert "'later' is not a phase; use one of all, before-rollout, after-rollout" in wrong.received()["Reason"]
+
+
+def test_all_or_nothing_on_the_resource_rolls_back_the_whole_release(function_env, write_migrations, db) -> None:
+    write_migrations({"V2__orders.sql": "CREATE TABLE orders ();\n", "V3__bad.sql": "CREATE TABLE users ();\n"})
+    inbox = ResponseInbox()
+    invoke(cfn_event("Create", inbox, properties={"AllOrNothing": "true"}))
+    answer = inbox.received()
+    assert answer["Status"] == "FAILED"
+    assert "The group of 3 migrations (V1__users.sql … V3__bad.sql) was rolled back" in answer["Reason"]
+    assert db.run("SELECT to_regclass('users'), to_regclass('orders')") == [[None, None]]

@@ -233,3 +233,14 @@ def test_the_action_runs_before_the_rollout_unless_it_says_after(function_env, w
         "AppliedCount": "1",
     }
     assert history(db) == ["V1__users.sql", "V2__drop.sql"]
+
+
+def test_all_or_nothing_from_user_parameters(function_env, write_migrations, pipeline, db) -> None:
+    write_migrations({"V2__orders.sql": "CREATE TABLE orders ();\n", "V3__bad.sql": "CREATE TABLE users ();\n"})
+    invoke(job_event("job-group", json.dumps({"all_or_nothing": True})))
+    operation, params = pipeline.last()
+    assert operation == "PutJobFailureResult"
+    assert (
+        "The group of 3 migrations (V1__users.sql … V3__bad.sql) was rolled back" in params["failureDetails"]["message"]
+    )
+    assert db.run("SELECT to_regclass('users'), to_regclass('orders')") == [[None, None]]
