@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from premigrate.adapters.connection import params_from_url
 from premigrate.adapters.folder import load_folder
 from premigrate.adapters.postgres import connect
 from premigrate.cli import main
-from premigrate.engine import Engine, LockNotAcquiredError, MigrationFailedError
+from premigrate.engine import Engine, LockNotAcquiredError
 from premigrate.engine.database import ConnectionLostError, Database, ServerError
 from premigrate.engine.errors import RunStoppedError
 from premigrate.local_invoke import invoke
@@ -61,25 +62,43 @@ def test_a_failure_after_commit_is_not_reported_as_a_rollback(database_url, writ
     assert db.run("SELECT to_regclass('users') IS NOT NULL, to_regclass('more')") == [[True, None]]
 
 
-def test_an_interruption_between_statements_stops_the_migration(database_url, write_migrations, db) -> None:
-    folder = write_migrations({"V1__many.sql": "CREATE TABLE a ();\nCREATE TABLE b ();\nCREATE TABLE c ();\n"})
+def test_an_interruption_while_a_file_runs_stops_the_migration(database_url, write_migrations, db) -> None:
+    # A transactional file goes to the server as one message: an interruption (Ctrl-C, SIGTERM) cancels it
+    # there, as Service.cancel does, and nothing of the file is applied.
+    folder = write_migrations({"V1__many.sql": "CREATE TABLE a ();\nSELECT pg_sleep(30);\nCREATE TABLE c ();\n"})
+    service = Service(load_config("cli", {}, {"database_url": database_url, "migrations": str(folder)}))
+    timer = threading.Timer(0.5, service.cancel)
+    timer.start()
+    try:
+        result = service.run(Request("migrate"))
+    finally:
+        timer.cancel()
+    assert (result.ok, result.error_kind) == (False, "migration")
+    assert "V1__many.sql: ERROR 57014: canceling statement due to user request" in str(result.error)
+    assert "The migration was rolled back: nothing of it is applied." in str(result.error)
+    assert db.run("SELECT to_regclass('a'), to_regclass('premigrate_schema_history') IS NOT NULL") == [[None, True]]
+    assert history(db) == []
+
+
+def test_an_interruption_between_files_stops_before_the_next(database_url, write_migrations, db) -> None:
+    folder = write_migrations({"V1__users.sql": USERS, "V2__more.sql": "CREATE TABLE more ();"})
     stop = {"now": False}
     session = connect(params_from_url(database_url))
 
     class Watching(FailingAfter):
         def run(self, sql: str, **params: Any) -> list[list[Any]]:
             rows = self.database.run(sql, **params)
-            stop["now"] = stop["now"] or "CREATE TABLE a" in sql  # the signal arrives after the first
+            stop["now"] = stop["now"] or "CREATE TABLE users" in sql  # the signal arrives after V1
             return rows
 
     engine = Engine(
         Watching(session, "", ValueError(), after=False), load_folder(folder), should_stop=lambda: stop["now"]
     )
-    with pytest.raises(MigrationFailedError, match=r"V1__many.sql:2:1: the run was interrupted before this statement"):
+    with pytest.raises(RunStoppedError, match=r"the run was interrupted: it stopped before V2__more.sql; the next run"):
         engine.migrate()
     session.close()
-    assert db.run("SELECT to_regclass('a'), to_regclass('premigrate_schema_history') IS NOT NULL") == [[None, True]]
-    assert history(db) == []
+    assert history(db) == [["V1__users.sql", True]]
+    assert db.run("SELECT to_regclass('more')") == [[None]]
 
 
 def test_a_run_cancelled_before_it_starts_changes_nothing(database_url, write_migrations, db) -> None:
@@ -118,9 +137,12 @@ def test_what_was_applied_before_a_lost_connection_is_reported(
     monkeypatch.setattr("premigrate.service.connecting.connect", losing_after_v1)
     code = main(["up", "--database-url", database_url, "--migrations", str(folder)])
     out, err = capsys.readouterr()
-    assert code == 2
+    assert code == 1  # lost while a migration ran: the migration's failure, naming its file
     assert "applied before the failure: V1 users" in out
-    assert "the connection to the database was lost (ConnectionResetError: failover)" in err
+    assert (
+        "V2__more.sql:1: the connection to the database was lost while the file ran (ConnectionResetError: failover)"
+        in err
+    )
 
 
 def test_the_same_request_id_for_another_caller_or_action_is_refused(

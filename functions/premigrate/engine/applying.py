@@ -54,15 +54,14 @@ class Applier:
     """True once the run was interrupted: no further statement starts."""
 
     def apply(self, migration: Migration) -> MigrationRun:
+        if migration.mode is ExecutionMode.TRANSACTION:
+            from premigrate.engine.transactions import apply_transactional
+
+            return apply_transactional(self, [migration])[0]
         if self.progress:
             self.progress("started", MigrationRun.of(migration))
         started = self.clock.monotonic()
-        if migration.mode is ExecutionMode.TRANSACTION:
-            from premigrate.engine.transactions import apply_in_one_transaction
-
-            attempts = apply_in_one_transaction(self, [migration])
-        else:
-            attempts = self._apply_statement_by_statement(migration)
+        attempts = self._apply_statement_by_statement(migration)
         migration_run = MigrationRun.of(migration, ms_since(self.clock, started), attempts)
         if self.progress:
             self.progress("finished", migration_run)
@@ -174,12 +173,7 @@ class Applier:
         try:
             self.db.run(f"{OWN_IDENTITY};\n{sql}")
         except ServerError as error:
-            self.rollback()
-            if self._recorded_as_applied(migration):
-                raise RunStoppedError(
-                    f"{migration.script} is applied and recorded, but resetting the session after it failed "
-                    f"(ERROR {error.sqlstate}: {error.message}): the run stops here; run again to continue"
-                ) from error
+            self.stop_if_committed(migration, error)
             raise MigrationFailedError(
                 f"{migration.script}: ERROR {error.sqlstate} when its history row was written and committed: "
                 f"{error.message}"
@@ -187,6 +181,16 @@ class Applier:
                 + "\n  (a deferred constraint is checked at COMMIT, after the file's last statement)",
                 script=migration.script,
                 sqlstate=error.sqlstate,
+            ) from error
+
+    def stop_if_committed(self, migration: Migration, error: ServerError) -> None:
+        """After a refusal in the message that ends with COMMIT and the session's reset: when the history
+        shows the migration committed, only the reset failed, and the run stops (RunStoppedError)."""
+        self.rollback()
+        if self._recorded_as_applied(migration):
+            raise RunStoppedError(
+                f"{migration.script} is applied and recorded, but resetting the session after it failed "
+                f"(ERROR {error.sqlstate}: {error.message}): the run stops here; run again to continue"
             ) from error
 
     def _recorded_as_applied(self, migration: Migration) -> bool:
@@ -198,14 +202,16 @@ class Applier:
         )
         return bool(rows and rows[0][0])
 
-    def row_sql(self, migration: Migration, started: float, *, success: bool) -> str:
+    def row_sql(self, migration: Migration, started: float, *, success: bool, timed_by_server: bool = False) -> str:
+        """The history row's INSERT; ``timed_by_server``: its execution time is the server's, since the
+        message that carries it began (the row rides with the migration's statements)."""
         return self.history.insert_sql(
             version=str(migration.version) if migration.version else None,
             description=migration.description,
             type=REPEATABLE if migration.is_repeatable else VERSIONED,
             script=migration.script,
             checksum=migration.checksum,
-            execution_ms=round(ms_since(self.clock, started)),
+            execution_ms=None if timed_by_server else round(ms_since(self.clock, started)),
             success=success,
             execution_mode=migration.mode.value,
             phase=migration.phase.value,

@@ -40,6 +40,19 @@ def create_schema(db: Database, schema: str) -> None:
         db.run(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
 
 
+class _ServerTimed:
+    """execution_ms computed by the server: statement_timestamp() is when the current message arrived."""
+
+
+_SERVER_TIMED_MS = _ServerTimed()
+
+
+def _sql_value(value: str | int | bool | _ServerTimed | None) -> str:
+    if isinstance(value, _ServerTimed):
+        return "round(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::integer"
+    return sql_literal(value)
+
+
 @dataclass(frozen=True)
 class HistoryRow:
     installed_rank: int
@@ -152,17 +165,19 @@ class HistoryTable:
         type: str,
         script: str,
         checksum: str | None,
-        execution_ms: int,
+        execution_ms: int | None,
         success: bool,
         execution_mode: str | None,
         phase: str | None,
     ) -> str:
-        """The INSERT of one history row as plain SQL, so that it can share a round trip with COMMIT."""
-        values = [version, description, type, script, checksum, execution_ms, success, execution_mode, phase]
+        """The INSERT of one history row as plain SQL, so that it can share a round trip with COMMIT.
+        ``execution_ms`` None: the server's time since the message that carries the INSERT arrived."""
+        timing: int | _ServerTimed = _SERVER_TIMED_MS if execution_ms is None else execution_ms
+        values = [version, description, type, script, checksum, timing, success, execution_mode, phase]
         return (
             f"INSERT INTO {self.qualified_name} (installed_rank, version, description, type, script, checksum, "
             "execution_ms, success, execution_mode, phase) "
-            f"SELECT coalesce(max(installed_rank), 0) + 1, {', '.join(map(sql_literal, values))} "
+            f"SELECT coalesce(max(installed_rank), 0) + 1, {', '.join(map(_sql_value, values))} "
             f"FROM {self.qualified_name}"
         )
 

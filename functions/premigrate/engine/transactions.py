@@ -15,13 +15,21 @@ from collections.abc import Sequence
 
 from premigrate.engine.applying import FRESH_SESSION, OWN_IDENTITY, SESSION_RESET, Applier
 from premigrate.engine.clock import ms_since
-from premigrate.engine.database import LOCK_NOT_AVAILABLE, ServerError
+from premigrate.engine.database import LOCK_NOT_AVAILABLE, ConnectionLostError, ServerError
 from premigrate.engine.errors import LockLostError, MigrationFailedError
 from premigrate.engine.migrations import ExecutionMode, Migration
 from premigrate.engine.report import MigrationRun
 from premigrate.engine.statement_kinds import Statement
 
 _LOCK_LOST = "premigrate: the migration lock was released"
+
+
+class _RunAgainStatementByStatement(Exception):
+    """The message-per-file path gives way to the statement-by-statement one, which names what happened."""
+
+    def __init__(self, migration: Migration | None = None, error: ServerError | None = None) -> None:
+        super().__init__()
+        self.migration, self.error = migration, error
 
 
 def in_groups(pending: Sequence[Migration]) -> list[list[Migration]]:
@@ -41,15 +49,32 @@ def apply_group(applier: Applier, group: list[Migration]) -> list[MigrationRun]:
     """The group's migrations, all applied or none (a single non-transactional file as it always runs)."""
     if len(group) == 1:
         return [applier.apply(group[0])]
+    return apply_transactional(applier, group)
+
+
+def apply_transactional(applier: Applier, migrations: list[Migration]) -> list[MigrationRun]:
+    """Transactional migrations in one transaction, a message per file; should the server refuse anything,
+    rolled back and run again statement by statement, which names the failure as precisely as ever.
+    Reports each migration started, and finished once all of them are committed."""
+    if applier.progress:
+        for migration in migrations:
+            applier.progress("started", MigrationRun.of(migration))
+    started = applier.clock.monotonic()
     try:
-        return _in_few_round_trips(applier, group)
-    except ServerError:
+        runs = _in_few_round_trips(applier, migrations)
+    except _RunAgainStatementByStatement as refused:
         applier.rollback()
         applier.fresh_session()
-    started = applier.clock.monotonic()
-    attempts = apply_in_one_transaction(applier, group)
-    each_ms = ms_since(applier.clock, started) / len(group)
-    return [MigrationRun.of(migration, each_ms, attempts) for migration in group]
+        if refused.migration is not None and refused.error is not None and applier.should_stop():
+            # Interrupted: the server cancelled the file's message, and that is the answer, not a replay.
+            raise _interrupted(migrations, refused.migration, refused.error) from refused.error
+        attempts = apply_in_one_transaction(applier, migrations)
+        each_ms = ms_since(applier.clock, started) / len(migrations)
+        runs = [MigrationRun.of(migration, each_ms, attempts) for migration in migrations]
+    if applier.progress:
+        for run in runs:
+            applier.progress("finished", run)
+    return runs
 
 
 def apply_in_one_transaction(applier: Applier, migrations: list[Migration]) -> int:
@@ -102,33 +127,95 @@ def _statement_by_statement(applier: Applier, migrations: list[Migration]) -> No
     applier.record_or_fail(migrations[-1], f"{last_row};\nCOMMIT;\n{FRESH_SESSION}")
 
 
-def _in_few_round_trips(applier: Applier, group: list[Migration]) -> list[MigrationRun]:
+def _in_few_round_trips(applier: Applier, migrations: list[Migration]) -> list[MigrationRun]:
+    """A message per file: its statements, then its history row (timed by the server) and either the
+    session reset for the next file or, after the last, the lock's check and COMMIT. Only a file that
+    changes standard_conforming_strings takes more, since the server parses a whole message first."""
     runs = []
     pending_sql = f"BEGIN; {applier.timeouts('SET LOCAL')};\n"
-    for migration in group:
-        if applier.progress:
-            applier.progress("started", MigrationRun.of(migration))
+    for index, migration in enumerate(migrations):
         started = applier.clock.monotonic()
-        for batch in _batches(migration.statements):
-            applier.db.run(pending_sql + "".join(f"{statement.text}\n;\n" for statement in batch))
+        batches = _batches(migration.statements) or [[]]
+        last = index == len(migrations) - 1
+        row = applier.row_sql(migration, started, success=True, timed_by_server=True)
+        if last:
+            ending = f"{OWN_IDENTITY};\n{_lock_check(applier)};\n{row};\nCOMMIT;\n{FRESH_SESSION}"
+        else:
+            ending = f"{OWN_IDENTITY};\n{row};\n{SESSION_RESET}; {applier.timeouts('SET LOCAL')};\n"
+        for number, batch in enumerate(batches, start=1):
+            if applier.should_stop():  # the statement-by-statement run says where, as for one statement
+                raise _RunAgainStatementByStatement
+            closing = number == len(batches)
+            _send(
+                applier,
+                migrations,
+                migration,
+                pending_sql + _joined(batch) + (ending if closing else ""),
+                last and closing,
+            )
             pending_sql = ""
-        pending_sql += _between_files(applier, migration, applier.row_sql(migration, started, success=True))
         runs.append(MigrationRun.of(migration, ms_since(applier.clock, started)))
-        if applier.progress:
-            applier.progress("finished", runs[-1])
-    check = (
-        f"DO $premigrate$ BEGIN IF NOT {applier.lock.held_sql} THEN RAISE EXCEPTION '{_LOCK_LOST}'; END IF; "
-        "END $premigrate$"
-    )
+    return runs
+
+
+def _send(applier: Applier, migrations: list[Migration], migration: Migration, sql: str, committing: bool) -> None:
     try:
-        applier.db.run(f"{pending_sql}{check};\nCOMMIT;\n{FRESH_SESSION}")
+        applier.db.run(sql)
+    except ConnectionLostError as error:
+        raise _connection_lost(migrations, migration, error, committing=committing) from error
     except ServerError as error:
         if error.message == _LOCK_LOST:
             applier.rollback()
             applier.fresh_session()
-            raise _lock_lost(group) from None
-        raise
-    return runs
+            raise _lock_lost(migrations) from None
+        if committing:
+            applier.stop_if_committed(migration, error)
+        raise _RunAgainStatementByStatement(migration, error) from error
+
+
+def _connection_lost(
+    migrations: list[Migration], migration: Migration, error: ConnectionLostError, *, committing: bool
+) -> MigrationFailedError:
+    """The file was one message: which of its statements ran when the session ended cannot be known."""
+    lines = len(migration.text.splitlines()) or 1
+    where = f"{migration.script}:1" if lines == 1 else f"{migration.script}:1-{lines}"
+    if committing:
+        outcome = (
+            "whether its COMMIT, at the end of that message, was reached is unknown here: `premigrate status` (or "
+            "the next run) shows it; either way it is never applied twice"
+        )
+    elif len(migrations) == 1:
+        outcome = "the migration was rolled back: nothing of it is applied"
+    else:
+        outcome = f"the group of {_names(migrations)} was rolled back: nothing of it is applied"
+    return MigrationFailedError(
+        f"{where}: the connection to the database was lost while the file ran ({error}): the "
+        "server ended the session (terminated, restarted, failed over) or the network dropped. Check the server, "
+        f"then run again.\n{outcome[0].upper()}{outcome[1:]}.",
+        script=migration.script,
+    )
+
+
+def _lock_check(applier: Applier) -> str:
+    """Fails the transaction when a migration released the lock (pg_advisory_unlock and the like)."""
+    return (
+        f"DO $premigrate$ BEGIN IF NOT {applier.lock.held_sql} THEN RAISE EXCEPTION '{_LOCK_LOST}'; END IF; "
+        "END $premigrate$"
+    )
+
+
+def _interrupted(migrations: list[Migration], migration: Migration, error: ServerError) -> MigrationFailedError:
+    what = "The migration was" if len(migrations) == 1 else f"The group of {_names(migrations)} was"
+    return MigrationFailedError(
+        f"{migration.script}: ERROR {error.sqlstate}: {error.message}\n{what} rolled back: nothing of it is applied.",
+        script=migration.script,
+        sqlstate=error.sqlstate,
+    )
+
+
+def _joined(statements: list[Statement]) -> str:
+    # A line feed before each semicolon: a statement may end in a -- comment.
+    return "".join(f"{statement.text}\n;\n" for statement in statements)
 
 
 def _batches(statements: list[Statement]) -> list[list[Statement]]:
