@@ -33,6 +33,8 @@ def cloudformation(path: Path) -> dict[str, Any]:
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
             resource["Properties"]["CodeUri"] = "s3://premigrate-artifacts/lambda.zip"  # what sam package does
+        if resource["Type"] == "AWS::Serverless::StateMachine":
+            resource["Properties"]["DefinitionUri"] = "s3://premigrate-artifacts/fleet.asl.json"  # likewise
     if "Transform" not in template:
         return template
     with pytest.MonkeyPatch.context() as patch:
@@ -281,3 +283,213 @@ def test_an_invocation_that_dies_without_answering_is_kept_and_alarms(stack) -> 
         0,
     )
     assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+# ---- The fleet (EnableFleet; docs/fleet.md) --------------------------------------------------------------
+
+FLEET_RESOURCES = {
+    "FleetBucket",
+    "FleetBucketPolicy",
+    "FleetStateMachineRole",
+    "FleetStateMachine",
+    "FleetRunItselfPolicy",
+    "FleetStartPolicy",
+}
+LAMBDA_SERVICE_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+
+
+def fleet_definition() -> dict[str, Any]:
+    return json.loads((REPO / "statemachine" / "fleet.asl.json").read_text())
+
+
+def every_state(states: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Each state of the definition, those inside Map states' item processors included, by path."""
+    found = []
+    for name, state in states.items():
+        found.append((f"{path}{name}", state))
+        if "ItemProcessor" in state:
+            found += every_state(state["ItemProcessor"]["States"], f"{path}{name}/")
+    return found
+
+
+def test_the_fleet_is_opt_in(stack) -> None:
+    parameter = stack["Parameters"]["EnableFleet"]
+    assert (parameter["Default"], sorted(parameter["AllowedValues"])) == ("false", ["false", "true"])
+    assert stack["Conditions"]["Fleet"] == {"Fn::Equals": [{"Ref": "EnableFleet"}, "true"]}
+    fleet = {name for name, resource in stack["Resources"].items() if resource.get("Condition") == "Fleet"}
+    assert fleet == FLEET_RESOURCES
+    assert {name for name, output in stack["Outputs"].items() if output.get("Condition") == "Fleet"} == {
+        "FleetStateMachineArn",
+        "FleetBucketName",
+    }
+    by_sid = statements(stack)
+    fleet_statements = {
+        sid for sid, statement in by_sid.items() if statement.get("_condition") in ("Fleet", "HasFleetKmsKey")
+    }
+    assert fleet_statements == {
+        "ReadTheFleetSecrets",
+        "DecryptTheFleetSecrets",
+        "ReadTheFleetManifests",
+        "KeepTheFleetRuns",
+        "ListTheFleetRuns",
+    }
+    variables = stack["Resources"]["MigrationFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["PREMIGRATE_FLEET_BUCKET"] == {"Fn::If": ["Fleet", {"Ref": "FleetBucket"}, ""]}
+
+
+def test_the_function_reads_only_the_fleets_secrets_manifests_and_runs(stack) -> None:
+    by_sid = statements(stack)
+    assert by_sid["ReadTheFleetSecrets"]["Action"] == "secretsmanager:GetSecretValue"
+    assert by_sid["ReadTheFleetSecrets"]["Resource"] == {"Fn::Sub": "${FleetSecretArnPrefix}*"}
+    assert by_sid["DecryptTheFleetSecrets"]["Resource"] == {"Ref": "FleetSecretKmsKeyArn"}
+    assert "kms:ViaService" in by_sid["DecryptTheFleetSecrets"]["Condition"]["StringEquals"]
+    assert by_sid["ReadTheFleetManifests"]["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]
+    assert by_sid["ReadTheFleetManifests"]["Resource"] == {"Fn::Sub": "${FleetBucket.Arn}/manifests/*"}
+    assert by_sid["KeepTheFleetRuns"]["Action"] == ["s3:GetObject", "s3:PutObject"]
+    assert by_sid["KeepTheFleetRuns"]["Resource"] == {"Fn::Sub": "${FleetBucket.Arn}/runs/*"}
+    assert by_sid["ListTheFleetRuns"]["Condition"] == {"StringLike": {"s3:prefix": "runs/*"}}
+    start = stack["Resources"]["FleetStartPolicy"]["Properties"]
+    assert start["Roles"] == [{"Ref": "MigrationFunctionRole"}]
+    (statement,) = start["PolicyDocument"]["Statement"]
+    assert (statement["Action"], statement["Resource"]) == ("states:StartExecution", {"Ref": "FleetStateMachine"})
+    # The prefix must name at least the first character of the secrets: "…:secret:" alone would be every secret.
+    from test_deploy_parameters import allowed, failed_rules
+
+    assert allowed("FleetSecretArnPrefix", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/tenants/")
+    for bad in (
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:*",
+        "*",
+    ):
+        assert not allowed("FleetSecretArnPrefix", bad), bad
+    assert set(failed_rules(EnableFleet="true")) == {"FleetNeedsItsSecrets"}
+    assert (
+        failed_rules(EnableFleet="true", FleetSecretArnPrefix="arn:aws:secretsmanager:eu-west-1:123456789012:secret:t/")
+        == {}
+    )
+
+
+def test_the_state_machine_role_is_least_privilege(stack) -> None:
+    role = stack["Resources"]["FleetStateMachineRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "states.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert "ManagedPolicyArns" not in role
+    (policy,) = role["Policies"]
+    found = {s["Sid"]: (s["Action"], s["Resource"]) for s in policy["PolicyDocument"]["Statement"]}
+    assert found == {
+        "InvokeTheFunction": ("lambda:InvokeFunction", {"Fn::GetAtt": ["MigrationFunction", "Arn"]}),
+        "ReadTheRunItems": ("s3:GetObject", {"Fn::Sub": "${FleetBucket.Arn}/runs/*"}),
+        "WriteTheRunResults": (
+            ["s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+            {"Fn::Sub": "${FleetBucket.Arn}/runs/*"},
+        ),
+    }
+    itself = stack["Resources"]["FleetRunItselfPolicy"]["Properties"]
+    assert itself["Roles"] == [{"Ref": "FleetStateMachineRole"}]
+    start, watch = itself["PolicyDocument"]["Statement"]
+    assert (start["Action"], start["Resource"]) == ("states:StartExecution", {"Ref": "FleetStateMachine"})
+    assert watch["Action"] == ["states:DescribeExecution", "states:StopExecution", "states:RedriveExecution"]
+    assert all(":execution:${FleetStateMachine.Name}" in r["Fn::Sub"] for r in watch["Resource"])
+    everything = json.dumps([policy, itself])
+    assert '"*"' not in everything and ':*"' not in everything.replace("${FleetStateMachine.Name}:*", "")
+
+
+def test_the_state_machine_is_the_repositorys_definition(stack) -> None:
+    machine = stack["Resources"]["FleetStateMachine"]
+    assert machine["Type"] == "AWS::StepFunctions::StateMachine"
+    properties = machine["Properties"]
+    assert properties["StateMachineType"] == "STANDARD"
+    assert properties["RoleArn"] == {"Fn::GetAtt": ["FleetStateMachineRole", "Arn"]}
+    template = yaml_parse((REPO / "template.yaml").read_text())
+    assert template["Resources"]["FleetStateMachine"]["Properties"]["DefinitionUri"] == "statemachine/fleet.asl.json"
+    text = (REPO / "statemachine" / "fleet.asl.json").read_text()
+    import re
+
+    assert (
+        set(re.findall(r"\$\{(\w+)\}", text))
+        == set(properties["DefinitionSubstitutions"])
+        == {"FunctionArn", "FleetBucket"}
+    )
+
+
+def test_the_definition_retries_only_lambda_service_errors_and_lock_waits() -> None:
+    states = every_state(fleet_definition()["States"])
+    tasks = [(path, state) for path, state in states if state["Type"] == "Task"]
+    assert len(tasks) == 6  # Prepare, PlanDatabase, CheckPlan, MigrateDatabase, Summarize, Answer
+    for path, state in tasks:
+        assert state["Resource"] == "arn:aws:states:::lambda:invoke", path
+        assert state["Parameters"]["FunctionName"] == "${FunctionArn}", path
+        (retry,) = state["Retry"]
+        assert set(retry["ErrorEquals"]) == LAMBDA_SERVICE_ERRORS, path
+        assert retry["MaxAttempts"] <= 6 and retry["MaxDelaySeconds"] <= 60, path
+    assert not [path for path, state in states if state["Type"] != "Task" and "Retry" in state]
+    # A lock wait is tried again by a bounded loop, with a new request id (the attempt is in it).
+    by_path = dict(states)
+    verdict = by_path["Wave/Server/MigrateVerdict"]
+    lock = next(choice for choice in verdict["Choices"] if "And" in choice)
+    assert {"Variable": "$.result.answer.error_kind", "StringEquals": "lock"} in lock["And"]
+    assert {"Variable": "$.attempt", "NumericLessThan": 2} in lock["And"]
+    assert verdict["Default"] == "MigrationFailed"  # any other error fails the database: never retried
+    request_id = by_path["Wave/Server/MigrateDatabase"]["Parameters"]["Payload"]["request_id.$"]
+    assert all(
+        part in request_id for part in ("$.rollout", "$$.Execution.RedriveCount", "$.database.name", "$.attempt")
+    )
+
+
+def test_every_database_is_a_distributed_child_and_every_failure_reaches_the_answer() -> None:
+    definition = fleet_definition()
+    states = every_state(definition["States"])
+    maps = [(path, state) for path, state in states if state["Type"] == "Map"]
+    assert [path for path, _ in maps] == ["Plan", "Wave", "Wave/Server"]
+    for path, state in maps:
+        assert state["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}, path
+        assert state["ItemReader"]["Parameters"]["Bucket"] == "${FleetBucket}", path
+        assert state["ResultWriter"]["Parameters"]["Bucket"] == "${FleetBucket}", path
+        assert "MaxConcurrencyPath" in state, path
+    assert definition["States"]["Plan"]["ToleratedFailurePercentage"] == 100  # every database planned
+    assert definition["States"]["Wave"]["ToleratedFailurePercentage"] == 0  # a group over its budget stops the wave
+    assert definition["States"]["Wave"]["ItemProcessor"]["States"]["Server"]["ToleratedFailurePercentagePath"]
+    # Each database's failure is a Fail state, so the Map Run counts it against the budget.
+    for path in ("Plan/PlanVerdict", "Wave/Server/MigrateVerdict"):
+        default = dict(states)[path]["Default"]
+        assert dict(states)[path.rsplit("/", 1)[0] + "/" + default]["Type"] == "Fail"
+    top = definition["States"]
+    for name in ("Prepare", "Plan", "CheckPlan", "Wave", "Summarize"):
+        (catch,) = top[name]["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] in ("Summarize", "Answer"), name
+    assert top["Summarize"]["Next"] == "Answer" and top["Answer"]["Next"] == "Done"
+
+
+def test_the_fleet_bucket_is_private_versioned_and_forgets_old_runs(stack) -> None:
+    bucket = stack["Resources"]["FleetBucket"]
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    properties = bucket["Properties"]
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}  # a rollout pins its manifest's version
+    assert all(properties["PublicAccessBlockConfiguration"].values())
+    runs = next(rule for rule in properties["LifecycleConfiguration"]["Rules"] if rule["Prefix"] == "runs/")
+    assert runs["ExpirationInDays"] == {"Ref": "FleetRunRetentionDays"}
+    (deny,) = stack["Resources"]["FleetBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_definition_passes_cfn_lints_state_machine_schema() -> None:
+    # The template names the definition's file (DefinitionUri), which cfn-lint does not open: inlined here.
+    def machine(definition: dict[str, Any]) -> dict[str, Any]:
+        substitutions = {"FunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f", "FleetBucket": "b"}
+        properties = {"RoleArn": "arn:aws:iam::123456789012:role/r", "Definition": definition}
+        properties["DefinitionSubstitutions"] = substitutions
+        resources = {"Fleet": {"Type": "AWS::StepFunctions::StateMachine", "Properties": properties}}
+        return {"AWSTemplateFormatVersion": "2010-09-09", "Resources": resources}
+
+    assert lint_errors(machine(fleet_definition())) == []
+    broken = fleet_definition()
+    innermost = broken["States"]["Wave"]["ItemProcessor"]["States"]["Server"]["ItemProcessor"]["States"]
+    innermost["MigrateDatabase"]["Retry"][0]["BackoffRate"] = "twice"
+    # The schema is checked down to the innermost Map's states: the nested Distributed Maps are what it accepts.
+    assert any("E3601" in error for error in lint_errors(machine(broken)))

@@ -1,8 +1,9 @@
 """The Lambda entry point (``premigrate.lambda_handler.lambda_handler`` in template.yaml).
 
 It tells the caller from the event's shape and hands the event to that caller's adapter:
-CloudFormation custom resource (``ResponseURL``), CodePipeline job (``CodePipeline.job``) or a direct
-invoke (``action``). Every caller gets an answer, whatever the event holds.
+CloudFormation custom resource (``ResponseURL``; a fleet's names a ``StateMachineArn``), CodePipeline job
+(``CodePipeline.job``), a step of the fleet's state machine (``fleet``) or a direct invoke (``action``).
+Every caller gets an answer, whatever the event holds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from premigrate.service.settings import tracing_enabled
-from premigrate.triggers import cloudformation, codepipeline, direct
+from premigrate.triggers import cloudformation, codepipeline, direct, fleet
 from premigrate.triggers.invocation import logger, metrics
 
 
@@ -28,12 +29,19 @@ def _handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         return {"ok": False, "error": "the event must be a JSON object", "error_kind": "configuration"}
     if "ResponseURL" in event or "RequestType" in event:
         logger.set_correlation_id(str(event.get("RequestId")))
+        properties = event.get("ResourceProperties")
+        if isinstance(properties, dict) and "StateMachineArn" in properties:
+            from premigrate.triggers import fleet_cloudformation
+
+            return fleet_cloudformation.handle(event, time_left)
         return cloudformation.handle(event, time_left)
     if "CodePipeline.job" in event:
         job = event["CodePipeline.job"]
         logger.set_correlation_id(str(job.get("id") if isinstance(job, dict) else None))
         return codepipeline.handle(event, time_left)
     logger.set_correlation_id(context.aws_request_id)
+    if "fleet" in event:
+        return fleet.handle(event, time_left)
     return direct.handle(event, context.aws_request_id, time_left)
 
 
