@@ -57,7 +57,14 @@ def python313() -> str | None:
 def make_build(tmp: Path, *variables: str) -> subprocess.CompletedProcess[str]:
     """make build into tmp/build, with a CA of our own; the editable install of premigrate is left alone."""
     make_ca(tmp / "ca.pem")
-    command = ["make", "build", f"VENV={sys.prefix}", f"BUILD_DIR={tmp / 'build'}", f"CA_BUNDLE={tmp / 'ca.pem'}"]
+    command = [
+        "make",
+        "--no-print-directory",
+        "build",
+        f"VENV={sys.prefix}",
+        f"BUILD_DIR={tmp / 'build'}",
+        f"CA_BUNDLE={tmp / 'ca.pem'}",
+    ]
     built = subprocess.run(
         command + list(variables), cwd=REPO, capture_output=True, text=True, timeout=600, check=False
     )

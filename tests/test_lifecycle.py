@@ -56,7 +56,14 @@ def python313() -> str:
 def built_package(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("lifecycle-build")
     make_ca(work / "ca.pem")
-    command = ["make", "build", f"VENV={sys.prefix}", f"BUILD_DIR={work / 'build'}", f"CA_BUNDLE={work / 'ca.pem'}"]
+    command = [
+        "make",
+        "--no-print-directory",
+        "build",
+        f"VENV={sys.prefix}",
+        f"BUILD_DIR={work / 'build'}",
+        f"CA_BUNDLE={work / 'ca.pem'}",
+    ]
     built = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert built.returncode == 0, built.stdout + built.stderr
     return work / "build" / "lambda"
