@@ -83,6 +83,9 @@ def test_kill_at_random_moments_leaves_a_consistent_database(
         time.sleep(rng.uniform(0.2, 1.4))
         runner.kill()
         runner.wait(timeout=30)
+        # A transactional file is one message: its server session may still finish it (COMMIT included)
+        # after the client died. The database "after the kill" is the one that session leaves.
+        _wait_until_no_session_on(url)
         assert consistency_problems(url) == []
         started = time.monotonic()
         assert main(["up", "--database-url", url, "--migrations", str(folder), "--json", "--lock-wait", "60s"]) == 0
@@ -102,6 +105,23 @@ def test_kill_at_random_moments_leaves_a_consistent_database(
         f"{killed_mid_run} kills landed part-way through the set; next run's lock wait median "
         f"{sorted(waits)[len(waits) // 2]:.0f} ms, max {max(waits):.0f} ms",
     )
+
+
+def _wait_until_no_session_on(url: str) -> None:
+    watcher = connect(params_from_url(url))
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            others = watcher.run(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'"
+            )
+            if others == [[0]]:
+                return
+            time.sleep(0.02)
+        raise AssertionError("the killed run's session is still on the server after 30 s")
+    finally:
+        watcher.close()
 
 
 def _wait_for_migrating_session(url: str, text: str) -> int:
