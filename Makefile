@@ -179,6 +179,7 @@ reliability: $(VENV)/.installed-dev
 
 # Benchmarks against psql and the interpreter's own start, in one run; writes BENCHMARKS.md.
 bench: $(VENV)/.installed-dev
+	$(BIN)/python -m compileall -q functions/premigrate  # modules added since the install start compiled
 	$(BIN)/python benchmarks/run.py
 
 # sam validate --lint works offline; it wants a region all the same.

@@ -2,10 +2,10 @@
 ``group``), applied in one transaction with their history rows, so a failure anywhere leaves the database
 as it was before them.
 
-A group is sent a file per round trip (its statements, the previous file's history row and the session
-reset between files ride along): fewer round trips than psql needs for the same files. Should the server
-refuse anything there, the group is rolled back and run again statement by statement, which names the
-failing file, line and column as precisely as a single file's run does (and applies the group, when what
+Each file is one message to the server: its statements, its history row, and the session reset for the
+next file or, after the last, the lock's check and COMMIT; fewer round trips than psql needs for the same
+files. Should the server refuse anything, the transaction is rolled back and run again statement by
+statement, which names the failing file, line and column exactly as before (and applies it, when what
 failed was passing, such as a lock wait).
 """
 
@@ -103,13 +103,10 @@ def apply_in_one_transaction(applier: Applier, migrations: list[Migration]) -> i
 def _statement_by_statement(applier: Applier, migrations: list[Migration]) -> None:
     # The transaction's start rides with the first statement, each history row and the session reset with
     # the next file's first statement, the last row with COMMIT: as few round trips as psql needs.
-    grouped = len(migrations) > 1
     pending_sql = f"BEGIN; {applier.timeouts('SET LOCAL')};\n"
     last_row = ""
     for index, migration in enumerate(migrations):
         started = applier.clock.monotonic()
-        if grouped and applier.progress:
-            applier.progress("started", MigrationRun.of(migration))
         if not migration.statements:
             applier.db.run(pending_sql)
             pending_sql = ""
@@ -119,8 +116,6 @@ def _statement_by_statement(applier: Applier, migrations: list[Migration]) -> No
         last_row = applier.row_sql(migration, started, success=True)
         if index < len(migrations) - 1:  # the last row is written with COMMIT
             pending_sql = _between_files(applier, migration, last_row)
-        if grouped and applier.progress:
-            applier.progress("finished", MigrationRun.of(migration, ms_since(applier.clock, started)))
     _, lock_held = applier.session_state()
     if not lock_held:
         raise _lock_lost(migrations)
