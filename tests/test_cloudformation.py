@@ -110,7 +110,7 @@ def test_timeout_guard_answers_before_the_function_is_killed(
     assert result["Status"] == "FAILED"
     assert "premigrate ran out of time before it finished" in inbox.received()["Reason"]
     reliability(
-        "CloudFormation: the run hangs (the lock never frees) until 10 s before the Lambda timeout",
+        "CloudFormation: the run hangs (the lock never frees) until 12 s before the Lambda timeout",
         1,
         "FAILED is sent by the guard before the function would be killed; one answer only",
         "FAILED received; the run's own later answer was not sent",
