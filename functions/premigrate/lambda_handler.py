@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from premigrate.service.settings import tracing_enabled
-from premigrate.triggers import cloudformation, codepipeline, direct, fleet
+from premigrate.triggers import cloudformation, codepipeline, direct
 from premigrate.triggers.invocation import logger, metrics
 
 
@@ -41,6 +41,8 @@ def _handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         return codepipeline.handle(event, time_left)
     logger.set_correlation_id(context.aws_request_id)
     if "fleet" in event:
+        from premigrate.triggers import fleet  # only the fleet's state machine sends these: off cold start
+
         return fleet.handle(event, time_left)
     return direct.handle(event, context.aws_request_id, time_left)
 
