@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import datetime
 import os
 import shutil
 import sys
@@ -13,6 +12,8 @@ import time
 from pathlib import Path
 
 from harness import REPO, Bench, run
+
+from test_build import make_ca
 
 SAM_ZIP_TIME = time.mktime((1980, 1, 1, 0, 0, 0, 0, 0, -1))
 """`sam deploy` zips CodeUri's folder with entries that carry no date: Lambda unpacks every file as 1980-01-01."""
@@ -24,7 +25,7 @@ LAMBDA_RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateut
 def package_cases(bench: Bench, work: Path) -> Path:
     """Builds the package with `make build`, notes its size, returns its folder (what CodeUri points at)."""
     table = "Lambda package (make build)"
-    throwaway_ca(work / "ca.pem")
+    make_ca(work / "ca.pem")
     out = work / "build"
     done = run(["make", "build", f"VENV={sys.prefix}", f"BUILD_DIR={out}", f"CA_BUNDLE={work / 'ca.pem'}"], cwd=REPO)
     keep_editable_install()
@@ -41,30 +42,6 @@ def package_cases(bench: Bench, work: Path) -> Path:
         ),
     )
     return out / "lambda"
-
-
-def throwaway_ca(path: Path) -> None:
-    """A CA certificate of our own in place of the RDS bundle."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "premigrate bench CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
 
 def keep_editable_install() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet_rollouts import applied, repair, sabotage
 from premigrate.adapters.connection import params_from_url
 from premigrate.adapters.postgres import connect
 from premigrate.cli import main
@@ -57,23 +58,6 @@ def tables(url: str) -> list[str]:
         connection.close()
 
 
-def history(url: str) -> list[str]:
-    connection = connect(params_from_url(url))
-    try:
-        if connection.run("SELECT to_regclass('premigrate_schema_history')") == [[None]]:
-            return []
-        return [row[0] for row in connection.run("SELECT version FROM premigrate_schema_history ORDER BY 1")]
-    finally:
-        connection.close()
-
-
-def sabotage(url: str) -> None:
-    """A type named as the table V2 creates: that database's V2 fails, which no plan can foresee."""
-    connection = connect(params_from_url(url))
-    connection.run("CREATE TYPE orders AS ENUM ('legacy')")
-    connection.close()
-
-
 def test_every_database_is_migrated_wave_by_wave(capsys, fleet, write_migrations, tmp_path) -> None:
     folder = write_migrations(MIGRATIONS)
     main(["fleet", "up", "--targets", str(manifest(tmp_path, fleet)), "--migrations", str(folder)])
@@ -94,13 +78,11 @@ def test_a_failure_in_a_wave_stops_it_and_every_later_wave(capsys, fleet, write_
     assert [failed["name"] for failed in summary["failed"]] == ["db02"]
     assert 'type "orders" already exists' in summary["failed"][0]["error"]
     assert summary["counts"]["not-started"] >= 5  # wave 2 never started
-    applied = {name: history(url) for name, url in fleet.items()}
-    assert applied.pop("db02") == ["1"]  # its failed V2 rolled back whole
-    assert set(map(tuple, applied.values())) <= {("1", "2"), ()}  # every other one migrated whole, or untouched
+    versions = {name: applied(url) for name, url in fleet.items()}
+    assert versions.pop("db02") == ["1"]  # its failed V2 rolled back whole
+    assert set(map(tuple, versions.values())) <= {("1", "2"), ()}  # every other one migrated whole, or untouched
     # Fixed, the same rollout again does only what was left.
-    connection = connect(params_from_url(fleet["db02"]))
-    connection.run("DROP TYPE orders")
-    connection.close()
+    repair(fleet["db02"])
     code, summary, _ = fleet_up(capsys, folder, manifest(tmp_path, fleet))
     assert code == 0
     assert summary["counts"]["migrated"] + summary["counts"]["up-to-date"] == 12
