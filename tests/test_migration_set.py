@@ -1,10 +1,11 @@
 """The migration set: Flyway names, numeric order, checksums, directives and bad files."""
 
 import os
-import pathlib
+from typing import IO
 
 import pytest
 
+from premigrate.adapters import folder as folder_module
 from premigrate.adapters.folder import load_folder
 from premigrate.engine import ConfigurationError, MigrationSet, MigrationSetError, Version
 from premigrate.engine.migrations import ExecutionMode, checksum
@@ -237,19 +238,19 @@ def test_unreadable_files_and_folders_are_listed_with_the_set_problems(write_mig
     folder = write_migrations(
         {"V1__a.sql": "SELECT 1;", "V1__again.sql": "SELECT 1;", "locked/V7__x.sql": "x", "users.sql": "SELECT 1;"}
     )
-    real_read_bytes, real_scandir = pathlib.Path.read_bytes, os.scandir
+    real_scandir = os.scandir
 
-    def read_bytes(path: pathlib.Path) -> bytes:
-        if path.name == "V1__again.sql":
+    def open_file(path: str, mode: str) -> IO[bytes]:
+        if path.endswith("V1__again.sql"):
             raise PermissionError(13, "Permission denied")
-        return real_read_bytes(path)
+        return open(path, mode)
 
     def scandir(path):
         if str(path).endswith("locked"):
             raise PermissionError(13, "Permission denied")
         return real_scandir(path)
 
-    monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(folder_module, "open", open_file, raising=False)
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(MigrationSetError) as caught:
         load_folder(folder)

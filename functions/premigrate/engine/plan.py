@@ -98,7 +98,7 @@ class _Planner:
     def failed_migrations(self) -> None:
         for row in self.failed:
             self.problems.append(
-                f"{row.script} failed on {row.installed_on:%Y-%m-%d %H:%M:%S} and may be partly applied "
+                f"{row.script} failed on {row.installed_on} and may be partly applied "
                 f"({row.execution_mode} mode). Check the database, undo or finish what it did by hand, "
                 "then run `premigrate repair`, which removes the failed record so the file runs again"
             )
@@ -193,9 +193,8 @@ def _version_of(row: HistoryRow) -> Version | None:
 
 
 def _state(row: HistoryRow, state: str) -> MigrationState:
-    installed_on = f"{row.installed_on:%Y-%m-%d %H:%M:%S}"
     return MigrationState(
-        row.version, row.description, row.script, state, installed_on, row.phase or Phase.BEFORE_ROLLOUT.value
+        row.version, row.description, row.script, state, row.installed_on, row.phase or Phase.BEFORE_ROLLOUT.value
     )
 
 
