@@ -194,13 +194,13 @@ class Applier:
             ) from error
 
     def _recorded_as_applied(self, migration: Migration) -> bool:
+        # The newest row: under the lock only this run writes, so it is this attempt's exactly when that
+        # committed. An older row of the same file (a repeatable applied with this very text before, then
+        # changed and changed back) must not count.
         rows = self.db.run(
-            f"SELECT success FROM {self.history.qualified_name} WHERE script = :script AND checksum = :checksum "
-            "ORDER BY installed_rank DESC LIMIT 1",
-            script=migration.script,
-            checksum=migration.checksum,
+            f"SELECT script, checksum, success FROM {self.history.qualified_name} ORDER BY installed_rank DESC LIMIT 1"
         )
-        return bool(rows and rows[0][0])
+        return bool(rows) and rows[0] == [migration.script, migration.checksum, True]
 
     def row_sql(self, migration: Migration, started: float, *, success: bool, timed_by_server: bool = False) -> str:
         """The history row's INSERT; ``timed_by_server``: its execution time is the server's, since the
