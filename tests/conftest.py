@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -76,7 +76,8 @@ class ScriptedClock:
     def monotonic(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float, wake: Callable[[float], bool] | None = None) -> None:
+        """Scripted time passes whole: nothing real is waited on, so ``wake`` is not called."""
         assert seconds >= 0
         self.slept += seconds
         self.now += seconds

@@ -142,6 +142,9 @@ class CountingDatabase:
     def cancel(self) -> None:
         self.database.cancel()
 
+    def wait_for_notification(self, seconds: float) -> bool:
+        return self.database.wait_for_notification(seconds)
+
 
 @pytest.mark.parametrize("all_or_nothing", [True, False])
 def test_a_transactional_file_needs_one_round_trip(database_url, write_migrations, all_or_nothing) -> None:

@@ -5,6 +5,7 @@ Add an implementation to IMPLEMENTATIONS and it runs the whole suite, on every r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -130,3 +131,40 @@ def test_nothing_but_the_ports_errors_escape(open_database: Callable[[], Databas
     database.close()
     with pytest.raises(ConnectionLostError):
         database.run("SELECT 1")
+
+
+def test_waiting_for_a_notification_ends_when_one_comes(open_database: Callable[[], Database]) -> None:
+    listener, notifier = open_database(), open_database()
+    listener.run("LISTEN contract_channel")
+    assert listener.wait_for_notification(0.05) is False  # nothing sent: the time passes
+    notifier.run("NOTIFY contract_channel")
+    started = time.monotonic()
+    assert listener.wait_for_notification(30.0) is True  # long bound: only the notification ends it soon
+    assert time.monotonic() - started < 10
+    assert listener.run("SELECT 1") == [[1]]  # the session reads on as before
+    assert listener.wait_for_notification(0.05) is False  # and that notification does not count twice
+
+
+def test_a_notification_a_run_read_counts_once(open_database: Callable[[], Database]) -> None:
+    listener, notifier = open_database(), open_database()
+    listener.run("LISTEN contract_channel")
+    notifier.run("NOTIFY contract_channel")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not listener.wait_for_notification(0.05):
+        pass
+    listener.run("SELECT 1")  # reads the notification (or it was read already)
+    notifier.run("NOTIFY contract_channel")
+    listener.run("SELECT pg_sleep(0.2)")  # delivered while this runs or just after: read with it or waited on
+    assert listener.wait_for_notification(5.0) is True
+    assert listener.wait_for_notification(0.05) is False
+
+
+def test_waiting_on_a_lost_session_does_not_raise(open_database: Callable[[], Database]) -> None:
+    victim, other = open_database(), open_database()
+    victim.run("LISTEN contract_channel")
+    other.run("SELECT pg_terminate_backend(:pid)", pid=backend_pid(victim))
+    for _ in range(3):  # readable (the server's goodbye), then closed: neither raises
+        assert victim.wait_for_notification(0.05) in (True, False)
+    with pytest.raises(ConnectionLostError):
+        victim.run("SELECT 1")
+    assert victim.wait_for_notification(0.05) is False

@@ -45,6 +45,9 @@ class FailingAfter:
     def cancel(self) -> None:
         self.database.cancel()
 
+    def wait_for_notification(self, seconds: float) -> bool:
+        return self.database.wait_for_notification(seconds)
+
 
 def history(db) -> list[list]:
     return db.run("SELECT script, success FROM premigrate_schema_history ORDER BY installed_rank")

@@ -56,6 +56,9 @@ class ScriptedDatabase:
     def close(self) -> None:
         self.database.close()
 
+    def wait_for_notification(self, seconds: float) -> bool:
+        return self.database.wait_for_notification(seconds)
+
 
 def history(db) -> list[tuple]:
     return [

@@ -90,6 +90,9 @@ class KillingDatabase:
     def cancel(self) -> None:
         self.database.cancel()
 
+    def wait_for_notification(self, seconds: float) -> bool:
+        return self.database.wait_for_notification(seconds)
+
 
 def run(url: str, migrations: MigrationSet, target: str | None = None, kill_at: str = "") -> None:
     connection = connect(params_from_url(url))

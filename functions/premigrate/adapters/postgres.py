@@ -12,9 +12,11 @@ connect failures a ConfigurationError that says what to check. It decides nothin
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -56,10 +58,15 @@ class PostgresDatabase:
         connection: pg8000.native.Connection,
         params: ConnectionParams | None = None,
         key: CancelKey | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self._connection = connection
         self._params = params
         self._cancel_key = key
+        self._sock: socket.socket | None = sock
+        """The session's socket (TLS-wrapped when it is), to wait on for notifications; None once lost."""
+        self._woken = False
+        """The last wait ended on the socket: the notification a run then reads is that one."""
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
         try:
@@ -67,17 +74,43 @@ class PostgresDatabase:
         except DatabaseError as error:
             refusal = _server_error(error)
             if refusal is None or _ends_session(error):
-                self._cancel_key = None  # the session is gone, and its pid may soon be another session's
+                self._forget_session()
                 raise ConnectionLostError(_lost(error), refusal) from error
             raise refusal from error
         except (InterfaceError, OSError) as error:
-            self._cancel_key = None  # the session is gone, and its pid may soon be another session's
+            self._forget_session()
             raise ConnectionLostError(_lost(error), _server_error(error)) from error
         return rows or []
 
-    def close(self) -> None:
-        # Forgotten first: the server may give this pid to another session, which cancel() must not touch.
+    def wait_for_notification(self, seconds: float) -> bool:
+        # Read by a run since: the one the last wait woke for, and any other, which may have come after
+        # what that run asked.
+        unannounced = len(self._connection.notifications) > (1 if self._woken else 0)
+        self._connection.notifications.clear()
+        self._woken = False
+        if unannounced:
+            return True
+        sock = self._sock
+        try:
+            if sock is None:
+                raise OSError("the session is gone")
+            # Bytes pg8000 buffered past its last answer are not seen here: they wait for the next run, at
+            # most the caller's pause away.
+            ready = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            self._woken = ready or bool(select.select([sock], [], [], max(seconds, 0.0))[0])
+        except (OSError, ValueError):  # closed: the next run says why
+            time.sleep(max(seconds, 0.0))
+            return False
+        return self._woken
+
+    def _forget_session(self) -> None:
+        """The session is gone: its pid may soon be another session's, which cancel() must not touch, and
+        its socket says nothing more worth waiting for."""
         self._cancel_key = None
+        self._sock = None
+
+    def close(self) -> None:
+        self._forget_session()  # first, for cancel() from another thread
         # A connection the server already ended must not hide the error that ended it.
         with contextlib.suppress(InterfaceError, OSError):
             self._connection.close()
@@ -207,7 +240,7 @@ def connect(
     # The connect timeout must not stay the socket's read timeout: it would cut a long CREATE INDEX
     # short. The server's statement_timeout bounds statements instead.
     sock.settimeout(None)
-    return PostgresDatabase(connection, params, key)
+    return PostgresDatabase(connection, params, key, sock)
 
 
 def _backend_pid(connection: pg8000.native.Connection) -> int:

@@ -15,15 +15,21 @@ from typing import Protocol
 class Clock(Protocol):
     def monotonic(self) -> float: ...
 
-    def sleep(self, seconds: float) -> None: ...
+    def sleep(self, seconds: float, wake: Callable[[float], bool] | None = None) -> None:
+        """Let ``seconds`` pass. ``wake``, when given, does the waiting instead: it blocks at most the
+        seconds it is given and returns True when something ended the wait early."""
+        ...
 
 
 class SystemClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
+    def sleep(self, seconds: float, wake: Callable[[float], bool] | None = None) -> None:
+        if wake is None:
+            time.sleep(seconds)
+        else:
+            wake(seconds)
 
 
 SYSTEM_CLOCK = SystemClock()

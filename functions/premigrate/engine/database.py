@@ -73,6 +73,13 @@ class Database(Protocol):
         """End the session. Never raises, also when the server has ended it already."""
         ...
 
+    def wait_for_notification(self, seconds: float) -> bool:
+        """Block until the server notifies this session on a channel it LISTENs to, or ``seconds`` pass:
+        True when a notification came, False when the time passed. One that a ``run`` read meanwhile counts
+        once, at the next call. Never raises: a lost session shows at the next ``run``, and a session that
+        cannot be waited on waits out the seconds."""
+        ...
+
     def cancel(self) -> None:
         """Ask the server to cancel the statement this session is running (it then fails with ServerError
         57014). Callable from another thread or a signal handler while ``run`` waits; bounded in time; never

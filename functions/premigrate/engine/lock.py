@@ -1,7 +1,10 @@
 """The migration lock: a session-level advisory lock per database and history table.
 
-It is taken by polling ``pg_try_advisory_lock`` with no transaction open, so a waiter can never block
-(or deadlock with) the holder's CREATE INDEX CONCURRENTLY, which waits for older transactions.
+It is taken with ``pg_try_advisory_lock`` with no transaction open, so a waiter can never block (or
+deadlock with) the holder's CREATE INDEX CONCURRENTLY, which waits for older transactions. A waiter LISTENs
+on the lock's channel and the holder NOTIFYs it on release, so waiters try again at once rather than at
+their next poll; an idle LISTEN holds no snapshot, so it cannot block that index build either. Polling
+stays as the fallback: a holder that dies releases the lock without a word.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from premigrate.engine.clock import SYSTEM_CLOCK, Clock
-from premigrate.engine.database import Database
+from premigrate.engine.database import Database, ServerError
 from premigrate.engine.errors import ConfigurationError, LockNotAcquiredError
 
 # First half of the two-part advisory lock key, so our locks are recognisable in pg_locks ("PREM").
@@ -35,11 +38,17 @@ class MigrationLock:
     def key(self) -> int:
         return advisory_key(self.qualified_table)
 
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel on which the holder announces the release."""
+        return f"premigrate_lock_{self.key}"
+
     def acquire(self, db: Database, wait_seconds: float, give_up: Callable[[], bool] = lambda: False) -> float:
-        """Poll until the lock is ours; returns the seconds waited. Raises LockNotAcquiredError after
+        """Wait until the lock is ours; returns the seconds waited. Raises LockNotAcquiredError after
         ``wait_seconds``, or as soon as ``give_up()`` says so (the run was interrupted)."""
         started = self.clock.monotonic()
         pause = _FIRST_POLL_SECONDS
+        listening: bool | None = None  # None: not asked yet; False: the server refused (a hot standby)
         while (backend := self._try(db)) is None:
             waited = self.clock.monotonic() - started
             if give_up():
@@ -53,10 +62,24 @@ class MigrationLock:
                     f"limit ({wait_seconds:g} s): {self._describe_holder(db)}. Let it finish and run again, "
                     "or raise --lock-wait; if that session is stuck, end it with pg_terminate_backend(pid)"
                 )
-            self.clock.sleep(min(pause * random.uniform(0.5, 1.0), max(wait_seconds - waited, 0.0)))
+            if listening is None:
+                # Then straight back to try: a release between the first try and the LISTEN told nobody.
+                listening = self._listen(db)
+                continue
+            wake = db.wait_for_notification if listening else None
+            self.clock.sleep(min(pause * random.uniform(0.5, 1.0), max(wait_seconds - waited, 0.0)), wake)
             pause = min(pause * 2, _LONGEST_POLL_SECONDS)
+        if listening:
+            db.run(f"UNLISTEN {self.channel}")
         self._confirm_held(db, backend)
         return self.clock.monotonic() - started
+
+    def _listen(self, db: Database) -> bool:
+        try:
+            db.run(f"LISTEN {self.channel}")
+        except ServerError:  # a hot standby refuses LISTEN: polling alone, then
+            return False
+        return True
 
     @property
     def held_sql(self) -> str:
@@ -72,7 +95,16 @@ class MigrationLock:
         return self._try(db) is not None
 
     def release(self, db: Database) -> None:
-        db.run("SELECT pg_advisory_unlock(:namespace, :key)", namespace=_NAMESPACE, key=self.key)
+        """Unlock and wake the waiters. The notification is delivered when the statement's implicit
+        transaction ends, after the unlock, so a waiter that wakes finds the lock free. (A standby can
+        refuse NOTIFY; nobody there can be waiting to migrate.)"""
+        db.run(
+            "SELECT pg_advisory_unlock(:namespace, :key), "
+            "CASE WHEN NOT pg_is_in_recovery() THEN pg_notify(:channel, '') END",
+            namespace=_NAMESPACE,
+            key=self.key,
+            channel=self.channel,
+        )
 
     def _try(self, db: Database) -> int | None:
         """The server process id that now holds the lock, or None if another session has it."""
