@@ -72,7 +72,7 @@ def _databases(server: Server, count: int) -> Iterator[list[str]]:
 
 
 def fleet_cases(bench: Bench, server: Server, work: Path) -> None:
-    from run import generate
+    from apply_cases import generate
 
     count = FLEET_DATABASES
     table = f"Fleet: {count} databases x {FLEET_MIGRATIONS} migrations"
