@@ -63,8 +63,8 @@ def race_note(bench: Bench, table: str, single: float, start_up: float, race: fl
             f"Target: {RACERS} racers within 1.2x (one `up` + the start-up of {RACERS} interpreters) = 1.2 x "
             f"({duration(single)} + {duration(start_up)}) = {duration(target)}; the race took {duration(race)} "
             f"({race / (single + start_up):.2f}x): {verdict}. {RACERS} processes start {RACERS} Python interpreters "
-            f"on {os.cpu_count()} cores; the lock costs the waiters their polling (every 50 ms, backing off to 1 s) "
-            "and then nothing. In Lambda, the same lock makes such racing invocations "
+            f"on {os.cpu_count()} cores. The waiters wake when the winner releases the lock (its NOTIFY), not at "
+            "their next poll, find the work done and exit. In Lambda, the same lock makes such racing invocations "
             "take turns (and ReservedConcurrency can cap them)."
         ),
     )

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from premigrate.adapters.connection import params_from_url
+from premigrate.adapters.folder import load_folder
 from premigrate.adapters.postgres import PostgresDatabase, connect
+from premigrate.engine import Engine
 from premigrate.engine.database import ServerError
 from premigrate.engine.lock import MigrationLock
 
@@ -147,3 +149,49 @@ def test_where_listen_is_refused_the_waiter_polls(sessions: Callable[[], Postgre
     waiter.join(20)
     assert isinstance(outcome[0], float), outcome
     assert clock.outcomes and set(clock.outcomes) == {None}
+
+
+class RefusingNotify:
+    """A real session whose NOTIFY at release is refused (a full notification queue: 54000), ``after`` the
+    unlock ran or before anything did."""
+
+    def __init__(self, database: PostgresDatabase, *, after: bool) -> None:
+        self.database, self.after = database, after
+
+    def run(self, sql: str, **params: Any) -> list[list[Any]]:
+        if "pg_notify" in sql:
+            if self.after:
+                self.database.run(sql, **params)
+            raise ServerError("54000", "too many notifications in the NOTIFY queue")
+        return self.database.run(sql, **params)
+
+    def wait_for_notification(self, seconds: float) -> bool:
+        return self.database.wait_for_notification(seconds)
+
+    def close(self) -> None:
+        self.database.close()
+
+    def cancel(self) -> None:
+        self.database.cancel()
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["refused-before", "refused-at-commit"])
+def test_a_refused_wake_up_leaves_the_run_successful_and_the_lock_free(
+    sessions: Callable[[], PostgresDatabase], write_migrations: Any, after: bool
+) -> None:
+    folder = write_migrations({"V1__t.sql": "CREATE TABLE t (id int);"})
+    report = Engine(RefusingNotify(sessions(), after=after), load_folder(folder)).migrate()
+    assert [run.script for run in report.applied] == ["V1__t.sql"]
+    assert MigrationLock(TABLE)._try(sessions()) is not None  # nobody holds it any more
+
+
+def test_only_a_release_that_unlocked_wakes_anyone(sessions: Callable[[], PostgresDatabase]) -> None:
+    listener, holder = sessions(), sessions()
+    listener.run(f"LISTEN {MigrationLock(TABLE).channel}")
+    MigrationLock(TABLE).release(holder)  # held by nobody: nothing to announce
+    assert listener.wait_for_notification(0.2) is False
+    MigrationLock(TABLE).acquire(holder, wait_seconds=1)
+    holder.run("SET synchronous_commit = on")  # the test servers' own default is off
+    MigrationLock(TABLE).release(holder)
+    assert listener.wait_for_notification(10) is True
+    assert holder.run("SHOW synchronous_commit") == [["on"]]  # turned off for the release's commit alone

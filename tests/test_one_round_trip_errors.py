@@ -225,10 +225,9 @@ INSERT INTO children VALUES (42);
 """
 
 
-CHILDREN_FKEY = (
-    'ERROR 23503 when its history row was written and committed: insert or update on table "children" violates '
-    'foreign key constraint "children_parent_id_fkey"\n  DETAIL: Key (parent_id)=(42) is not present in table '
-    '"parents".\n  (a deferred constraint is checked at COMMIT, after the file\'s last statement)\n'
+FKEY = (
+    'insert or update on table "children" violates foreign key constraint "children_parent_id_fkey"\n  DETAIL: '
+    'Key (parent_id)=(42) is not present in table "parents".\n  (a deferred constraint is checked at COMMIT, after '
 )
 
 
@@ -242,13 +241,15 @@ def test_a_deferred_constraint_fails_at_commit_and_nothing_is_recorded(
     assert session.carrying("INSERT INTO children") == 2  # in the file's message, then on its own
     assert failing(folder, precise=True, all_or_nothing=all_or_nothing)[0] == message
     if all_or_nothing:
-        # The group's one COMMIT is after its last file, which the message names: the server does not say
-        # which statement queued the check (the DETAIL names the table).
+        # The group's one COMMIT is after its last file: the server does not say which statement queued the
+        # check (the DETAIL names the table), and the message says it was the group's.
         outcome = "The group of 3 migrations (V1__good.sql … V3__later.sql) was rolled back: nothing of it is applied."
-        assert message == f"V3__later.sql: {CHILDREN_FKEY}{outcome}"
+        when = "ERROR 23503 when the group's last history row was written and committed"
+        assert message == f"V3__later.sql: {when}: {FKEY}the group's last statement)\n{outcome}"
         assert (tables(db), applied(db)) == (["premigrate_schema_history"], [])
     else:
-        assert message == f"V2__deferred.sql: {CHILDREN_FKEY}{ROLLED_BACK.lstrip()}"
+        when = "ERROR 23503 when its history row was written and committed"
+        assert message == f"V2__deferred.sql: {when}: {FKEY}the file's last statement)\n{ROLLED_BACK.lstrip()}"
         assert (tables(db), applied(db)) == (["good", "premigrate_schema_history"], [["V1__good.sql", True]])
 
 

@@ -12,7 +12,7 @@ connect failures a ConfigurationError that says what to check. It decides nothin
 from __future__ import annotations
 
 import contextlib
-import select
+import selectors
 import socket
 import ssl
 import threading
@@ -97,7 +97,12 @@ class PostgresDatabase:
             # Bytes pg8000 buffered past its last answer are not seen here: they wait for the next run, at
             # most the caller's pause away.
             ready = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-            self._woken = ready or bool(select.select([sock], [], [], max(seconds, 0.0))[0])
+            if not ready:
+                # A selector, not select(): select() cannot take a descriptor above 1023 (many sessions).
+                with selectors.DefaultSelector() as selector:
+                    selector.register(sock, selectors.EVENT_READ)
+                    ready = bool(selector.select(max(seconds, 0.0)))
+            self._woken = ready
         except (OSError, ValueError):  # closed: the next run says why
             time.sleep(max(seconds, 0.0))
             return False

@@ -166,19 +166,21 @@ class Applier:
         rows = self.db.run(f"SELECT now() <> statement_timestamp(), {self.lock.held_sql}")
         return bool(rows[0][0]), bool(rows[0][1])
 
-    def record_or_fail(self, migration: Migration, sql: str) -> None:
+    def record_or_fail(self, migration: Migration, sql: str, *, group: bool = False) -> None:
         """Run the SQL that records success (and then resets the session); a refusal there (a deferred
         constraint checked at COMMIT, say) is the migration's failure, unless the history shows it was
-        committed, when only what followed the COMMIT failed."""
+        committed, when only what followed the COMMIT failed. ``group``: the COMMIT ends a group of which
+        ``migration`` is the last, and the server does not say which file queued a deferred check."""
         try:
             self.db.run(f"{OWN_IDENTITY};\n{sql}")
         except ServerError as error:
             self.stop_if_committed(migration, error)
+            whose, what = ("the group's last", "group") if group else ("its", "file")
             raise MigrationFailedError(
-                f"{migration.script}: ERROR {error.sqlstate} when its history row was written and committed: "
+                f"{migration.script}: ERROR {error.sqlstate} when {whose} history row was written and committed: "
                 f"{error.message}"
                 + (f"\n  DETAIL: {error.detail}" if error.detail else "")
-                + "\n  (a deferred constraint is checked at COMMIT, after the file's last statement)",
+                + f"\n  (a deferred constraint is checked at COMMIT, after the {what}'s last statement)",
                 script=migration.script,
                 sqlstate=error.sqlstate,
             ) from error

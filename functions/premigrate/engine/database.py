@@ -76,8 +76,9 @@ class Database(Protocol):
     def wait_for_notification(self, seconds: float) -> bool:
         """Block until the server notifies this session on a channel it LISTENs to, or ``seconds`` pass:
         True when a notification came, False when the time passed. One that a ``run`` read meanwhile counts
-        once, at the next call. Never raises: a lost session shows at the next ``run``, and a session that
-        cannot be waited on waits out the seconds."""
+        once, at the next call; one not read yet keeps the wait ending at once until a ``run`` reads it, so
+        a caller runs something between waits. Never raises: a lost session shows at the next ``run``, and
+        a session that cannot be waited on waits out the seconds."""
         ...
 
     def cancel(self) -> None:

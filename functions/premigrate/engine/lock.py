@@ -9,6 +9,7 @@ stays as the fallback: a holder that dies releases the lock without a word.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 from collections.abc import Callable
@@ -67,10 +68,13 @@ class MigrationLock:
                 listening = self._listen(db)
                 continue
             wake = db.wait_for_notification if listening else None
-            self.clock.sleep(min(pause * random.uniform(0.5, 1.0), max(wait_seconds - waited, 0.0)), wake)
+            self.clock.sleep(min(pause * random.uniform(0.5, 1.0), max(wait_seconds - waited, 0.0)), wake=wake)
             pause = min(pause * 2, _LONGEST_POLL_SECONDS)
         if listening:
-            db.run(f"UNLISTEN {self.channel}")
+            # Best effort: the lock is ours now, and a refusal here must not leave it held unreleased. A
+            # channel left listened to only fills the driver's list; the first migration's reset ends it.
+            with contextlib.suppress(ServerError):
+                db.run(f"UNLISTEN {self.channel}")
         self._confirm_held(db, backend)
         return self.clock.monotonic() - started
 
@@ -95,16 +99,22 @@ class MigrationLock:
         return self._try(db) is not None
 
     def release(self, db: Database) -> None:
-        """Unlock and wake the waiters. The notification is delivered when the statement's implicit
-        transaction ends, after the unlock, so a waiter that wakes finds the lock free. (A standby can
-        refuse NOTIFY; nobody there can be waiting to migrate.)"""
-        db.run(
-            "SELECT pg_advisory_unlock(:namespace, :key), "
-            "CASE WHEN NOT pg_is_in_recovery() THEN pg_notify(:channel, '') END",
-            namespace=_NAMESPACE,
-            key=self.key,
-            channel=self.channel,
-        )
+        """Unlock, and wake the waiters when the unlock released something. The notification goes out when
+        the statement's implicit transaction commits, after the unlock, so a waiter that wakes finds the
+        lock free. That commit must not cost what the run did not: synchronous_commit is off for it (no WAL
+        flush, no wait for a synchronous standby), and a NOTIFY refused (a full notification queue, a
+        standby) leaves the unlock standing, since a session's advisory unlock ignores its transaction."""
+        try:
+            db.run(
+                "SELECT CASE WHEN pg_advisory_unlock(:namespace, :key) THEN CASE WHEN pg_is_in_recovery() THEN "
+                "'standby' ELSE concat(set_config('synchronous_commit', 'off', true), pg_notify(:channel, '')) "
+                "END END",
+                namespace=_NAMESPACE,
+                key=self.key,
+                channel=self.channel,
+            )
+        except ServerError:  # refused before or after the unlock: once more, alone (a no-op if it was done)
+            db.run("SELECT pg_advisory_unlock(:namespace, :key)", namespace=_NAMESPACE, key=self.key)
 
     def _try(self, db: Database) -> int | None:
         """The server process id that now holds the lock, or None if another session has it."""

@@ -119,7 +119,7 @@ def _statement_by_statement(applier: Applier, migrations: list[Migration]) -> No
     _, lock_held = applier.session_state()
     if not lock_held:
         raise _lock_lost(migrations)
-    applier.record_or_fail(migrations[-1], f"{last_row};\nCOMMIT;\n{FRESH_SESSION}")
+    applier.record_or_fail(migrations[-1], f"{last_row};\nCOMMIT;\n{FRESH_SESSION}", group=len(migrations) > 1)
 
 
 def _in_few_round_trips(applier: Applier, migrations: list[Migration]) -> list[MigrationRun]:
