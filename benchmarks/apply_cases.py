@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import Bench, premigrate, psql_args, run
+from latency import DelayProxy, delayed
 from peers import DBMATE, Dbmate
 
 from pgservers import Server
@@ -20,6 +21,7 @@ from premigrate.engine.directives import Phase
 from premigrate.engine.history import HistoryTable
 
 UP = "premigrate up (process: start, migrate, exit)"
+PSQL_PER_FILE = "psql, one transaction per file, one session (baseline)"
 
 
 def generate(folder: Path, count: int) -> list[Path]:
@@ -36,9 +38,45 @@ def generate(folder: Path, count: int) -> list[Path]:
     return files
 
 
+ROUND_TRIP_SECONDS = 0.001
+"""Between availability zones; within one, RDS is often 0.2-0.5 ms away."""
+
+
 def apply_cases(bench: Bench, server: Server, work: Path, dbmate: Dbmate) -> None:
     for count in (100, 1000):
         apply_case(bench, server, work, count, dbmate)
+    across_a_network(bench, server, work, dbmate, 100)
+
+
+def across_a_network(bench: Bench, server: Server, work: Path, dbmate: Dbmate, count: int) -> None:
+    """The same files, with every byte between client and server delayed as by a network."""
+    table = f"Apply {count} generated migrations across a network ({ROUND_TRIP_SECONDS * 1000:g} ms round trip)"
+    folder, per_file_tx = work / f"set_{count}", work / f"per_file_tx_{count}.sql"
+    dbmate_folder, why_not = dbmate.prepare(server, folder, work / f"dbmate_{count}")
+    with delayed(server.admin_url, ROUND_TRIP_SECONDS / 2) as proxy:
+        contenders: list[Contender] = [
+            (PSQL_PER_FILE, lambda url: run([*psql_args(server, proxy.url(url)), "-f", str(per_file_tx)])),
+            (UP, lambda url: run(premigrate("up", "--database-url", proxy.url(url), "--migrations", str(folder)))),
+        ]
+        if dbmate_folder is not None:
+            contenders.append((DBMATE, lambda url: dbmate.migrate(dbmate_folder, proxy.url(url))))
+        bench.compare(table, server, contenders)
+        requests = {name: requests_per_migration(server, proxy, work, count) for name, work in contenders}
+    dbmate.note(bench, table, UP, DBMATE, folder=dbmate_folder, why_not=why_not)
+    bench.note(
+        table,
+        "Requests each sent per migration (chunks the proxy carried to the server, each a round trip, "
+        "connecting and the history's set-up included): "
+        + ", ".join(f"{name.split(' (')[0]} {sent:.1f}" for name, sent in requests.items())
+        + ". premigrate sends a file's statements, its history row and its COMMIT as one message.",
+    )
+
+
+def requests_per_migration(server: Server, proxy: DelayProxy, work: Callable[[str], object], count: int) -> float:
+    with server.database("b") as url:
+        before = proxy.requests
+        work(url)
+        return (proxy.requests - before) / count
 
 
 def apply_case(bench: Bench, server: Server, work: Path, count: int, dbmate: Dbmate) -> None:
@@ -80,7 +118,7 @@ def psql_contenders(server: Server, work: Path, files: list[Path]) -> list[Conte
         return lambda url: run([*psql_args(server, url), *args])
 
     return [
-        ("psql, one transaction per file, one session (baseline)", psql("-f", str(per_file_tx))),
+        (PSQL_PER_FILE, psql("-f", str(per_file_tx))),
         ("psql -1 -f, all files in one transaction", psql("-1", "-f", str(everything))),
         ("psql, one transaction per file with premigrate's history row (equal work)", psql_with_history),
         ("psql -f, one process per file", lambda url: [psql("-f", str(f))(url) for f in files] and None),
