@@ -213,8 +213,9 @@ def profile(bench: Bench, table: str, server: Server, folder: Path) -> None:
         (
             "Where the time goes (cProfile of the engine applying the 1000, own time): "
             + ", ".join(f"{name} {seconds / total:.0%}" for name, seconds in shares.items())
-            + ". Premigrate sends each statement on its own, as psql does; the transaction's BEGIN rides with the "
-            "first statement and the history row with the COMMIT, so a file costs no more round trips than psql "
-            "needs. What remains is the server executing the DDL and the commits."
+            + ". Premigrate sends each file as one message: BEGIN, its statements, its history row, the lock's "
+            "check, COMMIT and the session's reset; psql sends each statement on its own. What remains is the "
+            "server executing the DDL and the commits, whose time on this machine's disk varies from run to run "
+            "more than the tools differ (compare the two psql baselines)."
         ),
     )
