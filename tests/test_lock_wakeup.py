@@ -110,6 +110,30 @@ def test_every_waiter_wakes_and_the_lock_goes_to_one_at_a_time(sessions: Callabl
     assert all(clock.outcomes and all(clock.outcomes) for clock in clocks)
 
 
+class ReleasedBeforeListen:
+    """A real session for which the holder lets go just before its LISTEN reaches the server."""
+
+    def __init__(self, database: PostgresDatabase, holder: PostgresDatabase) -> None:
+        self.database, self.holder = database, holder
+
+    def run(self, sql: str, **params: Any) -> list[list[Any]]:
+        if sql.startswith("LISTEN"):
+            MigrationLock(TABLE).release(self.holder)  # its NOTIFY goes to nobody: nobody listens yet
+        return self.database.run(sql, **params)
+
+    def wait_for_notification(self, seconds: float) -> bool:
+        return self.database.wait_for_notification(seconds)
+
+
+def test_a_release_before_the_listen_is_not_missed(sessions: Callable[[], PostgresDatabase]) -> None:
+    holder = sessions()
+    MigrationLock(TABLE).acquire(holder, wait_seconds=1)
+    clock = WatchedClock()
+    waited = MigrationLock(TABLE, clock).acquire(ReleasedBeforeListen(sessions(), holder), wait_seconds=120)
+    assert clock.outcomes == []  # tried again right after its LISTEN, before any pause
+    assert waited < LONG_WAIT / 2
+
+
 def test_a_holder_that_dies_says_nothing_and_polling_finds_the_lock_free(
     sessions: Callable[[], PostgresDatabase],
 ) -> None:

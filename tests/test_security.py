@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -157,6 +158,23 @@ def test_cancel_travels_over_tls_when_the_session_does(tls_server) -> None:
         session.run("SELECT pg_sleep(30)")
     assert caught.value.sqlstate == "57014"
     session.close()
+
+
+def test_a_notification_wakes_a_session_over_tls(tls_server) -> None:
+    """The lock's waiters wait on the TLS socket: what OpenSSL decrypted already must count, not only the
+    socket's own bytes."""
+    port, ca, _ = tls_server
+    params = ConnectionParams(user="postgres", host="localhost", port=port, sslrootcert=str(ca))
+    listener, notifier = connect(params), connect(params)
+    listener.run("LISTEN over_tls")
+    assert listener.wait_for_notification(0.05) is False
+    notifier.run("NOTIFY over_tls")
+    started = time.monotonic()
+    assert listener.wait_for_notification(30) is True  # only the notification ends it this soon
+    assert time.monotonic() - started < 10
+    assert listener.run("SELECT 1") == [[1]]
+    listener.close()
+    notifier.close()
 
 
 def test_require_with_a_root_certificate_checks_the_chain_as_libpq_does(tls_server) -> None:
