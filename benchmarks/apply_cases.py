@@ -61,7 +61,7 @@ def across_a_network(bench: Bench, server: Server, work: Path, dbmate: Dbmate, c
         if dbmate_folder is not None:
             contenders.append((DBMATE, lambda url: dbmate.migrate(dbmate_folder, proxy.url(url))))
         bench.compare(table, server, contenders)
-        requests = {name: requests_per_migration(server, proxy, work, count) for name, work in contenders}
+        requests = {name: requests_per_migration(server, proxy, apply, count) for name, apply in contenders}
     dbmate.note(bench, table, UP, DBMATE, folder=dbmate_folder, why_not=why_not)
     bench.note(
         table,
@@ -72,10 +72,10 @@ def across_a_network(bench: Bench, server: Server, work: Path, dbmate: Dbmate, c
     )
 
 
-def requests_per_migration(server: Server, proxy: DelayProxy, work: Callable[[str], object], count: int) -> float:
+def requests_per_migration(server: Server, proxy: DelayProxy, apply: Callable[[str], object], count: int) -> float:
     with server.database("b") as url:
         before = proxy.requests
-        work(url)
+        apply(url)
         return (proxy.requests - before) / count
 
 
