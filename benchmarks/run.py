@@ -32,30 +32,23 @@ from premigrate.adapters.connection import params_from_url
 from premigrate.adapters.folder import load_folder
 from premigrate.adapters.postgres import connect
 from premigrate.engine import Engine
+from premigrate.engine.database import Database
+from wrapped_database import WrappedDatabase
 
 UP_TO_DATE = "premigrate up (process start to exit)"
 BASE = "python -c pass (interpreter start, baseline)"
 
 
-class CountingConnection:
-    """Counts round trips: every run() is one."""
+class CountingConnection(WrappedDatabase):
+    """Counts round trips: every run() is one (waiting for the lock's holder sends nothing)."""
 
-    def __init__(self, connection: Any) -> None:
-        self.connection, self.calls = connection, 0
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.calls = 0
 
-    def run(self, sql: str, **params: Any) -> Any:
+    def run(self, sql: str, **params: Any) -> list[list[Any]]:
         self.calls += 1
-        return self.connection.run(sql, **params)
-
-    def close(self) -> None:
-        self.connection.close()
-
-    def wait_for_notification(self, seconds: float) -> bool:
-        """Waiting for the lock's holder sends nothing: no round trip."""
-        return bool(self.connection.wait_for_notification(seconds))
-
-    def cancel(self) -> None:
-        self.connection.cancel()
+        return self.database.run(sql, **params)
 
 
 # ---- the cases -----------------------------------------------------------------------------------------
@@ -96,7 +89,7 @@ def up_to_date_cases(bench: Bench, server: Server, work: Path, dbmate: Dbmate) -
             elapsed = time.perf_counter() - started
             assert not report.applied
             round_trips.append(connection.calls)
-            connection.connection.close()
+            connection.close()
             return elapsed
 
         bench.measure(table, "engine: connected to decided (files loaded)", decide, baseline=BASE)

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from premigrate.cli import main
+from wrapped_database import WrappedDatabase
 
 USERS = "CREATE TABLE users (id int PRIMARY KEY);\n"
 CONCURRENT_INDEX = "CREATE INDEX CONCURRENTLY users_id ON users (id);\n"
@@ -126,24 +127,16 @@ def test_a_syntax_error_names_its_file_and_line(capsys, database_url, write_migr
     assert db.run("SELECT to_regclass('users'), to_regclass('fine')") == [[None, None]]
 
 
-class CountingDatabase:
+class CountingDatabase(WrappedDatabase):
     """A real session that counts its round trips."""
 
     def __init__(self, database) -> None:
-        self.database, self.round_trips = database, 0
+        super().__init__(database)
+        self.round_trips = 0
 
     def run(self, sql: str, **params):
         self.round_trips += 1
         return self.database.run(sql, **params)
-
-    def close(self) -> None:
-        self.database.close()
-
-    def cancel(self) -> None:
-        self.database.cancel()
-
-    def wait_for_notification(self, seconds: float) -> bool:
-        return self.database.wait_for_notification(seconds)
 
 
 @pytest.mark.parametrize("all_or_nothing", [True, False])

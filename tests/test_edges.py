@@ -20,16 +20,18 @@ from premigrate.engine.database import ConnectionLostError, Database, ServerErro
 from premigrate.engine.errors import RunStoppedError
 from premigrate.local_invoke import invoke
 from premigrate.service import Request, Service, load_config
+from wrapped_database import WrappedDatabase
 
 USERS = "CREATE TABLE users (id int);\n"
 
 
-class FailingAfter:
+class FailingAfter(WrappedDatabase):
     """A real session that raises ``error`` for the first statement containing ``text``: after running it
     when ``after`` (a failure once the server did the work), instead of running it otherwise."""
 
     def __init__(self, database: Database, text: str, error: Exception, *, after: bool) -> None:
-        self.database, self.text, self.error, self.after = database, text, error, after
+        super().__init__(database)
+        self.text, self.error, self.after = text, error, after
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
         if self.text and self.text in sql:
@@ -38,15 +40,6 @@ class FailingAfter:
                 self.database.run(sql, **params)
             raise self.error
         return self.database.run(sql, **params)
-
-    def close(self) -> None:
-        self.database.close()
-
-    def cancel(self) -> None:
-        self.database.cancel()
-
-    def wait_for_notification(self, seconds: float) -> bool:
-        return self.database.wait_for_notification(seconds)
 
 
 def history(db) -> list[list]:

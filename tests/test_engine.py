@@ -22,6 +22,7 @@ from premigrate.engine import (
 )
 from premigrate.engine.clock import SYSTEM_CLOCK, TimeBudget
 from premigrate.engine.database import Database
+from wrapped_database import WrappedDatabase
 
 USERS = "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL);\n"
 
@@ -42,22 +43,17 @@ def make_engine(database_url: str) -> Iterator:
         connection.close()
 
 
-class ScriptedDatabase:
+class ScriptedDatabase(WrappedDatabase):
     """A real session whose statements take scripted time: one that contains a key of ``costs`` moves the
     clock on by its seconds, so time-budget rules are tested without waiting and whatever the machine's load."""
 
     def __init__(self, database: Database, clock, costs: dict[str, float]) -> None:
-        self.database, self.clock, self.costs = database, clock, costs
+        super().__init__(database)
+        self.clock, self.costs = clock, costs
 
     def run(self, sql: str, **params):
         self.clock.advance(sum(seconds for text, seconds in self.costs.items() if text in sql))
         return self.database.run(sql, **params)
-
-    def close(self) -> None:
-        self.database.close()
-
-    def wait_for_notification(self, seconds: float) -> bool:
-        return self.database.wait_for_notification(seconds)
 
 
 def history(db) -> list[tuple]:

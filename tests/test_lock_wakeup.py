@@ -15,6 +15,7 @@ from premigrate.adapters.postgres import PostgresDatabase, connect
 from premigrate.engine import Engine
 from premigrate.engine.database import ServerError
 from premigrate.engine.lock import MigrationLock
+from wrapped_database import WrappedDatabase
 
 TABLE = "public.premigrate_schema_history"
 LONG_WAIT = 30.0
@@ -110,19 +111,17 @@ def test_every_waiter_wakes_and_the_lock_goes_to_one_at_a_time(sessions: Callabl
     assert all(clock.outcomes and all(clock.outcomes) for clock in clocks)
 
 
-class ReleasedBeforeListen:
+class ReleasedBeforeListen(WrappedDatabase):
     """A real session for which the holder lets go just before its LISTEN reaches the server."""
 
     def __init__(self, database: PostgresDatabase, holder: PostgresDatabase) -> None:
-        self.database, self.holder = database, holder
+        super().__init__(database)
+        self.holder = holder
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
         if sql.startswith("LISTEN"):
             MigrationLock(TABLE).release(self.holder)  # its NOTIFY goes to nobody: nobody listens yet
         return self.database.run(sql, **params)
-
-    def wait_for_notification(self, seconds: float) -> bool:
-        return self.database.wait_for_notification(seconds)
 
 
 def test_a_release_before_the_listen_is_not_missed(sessions: Callable[[], PostgresDatabase]) -> None:
@@ -148,11 +147,8 @@ def test_a_holder_that_dies_says_nothing_and_polling_finds_the_lock_free(
     assert clock.outcomes[-1] is False  # no notification: the pause ran out, and the next try won
 
 
-class RefusingListen:
+class RefusingListen(WrappedDatabase):
     """A real session on a server that refuses LISTEN, as a hot standby does."""
-
-    def __init__(self, database: PostgresDatabase) -> None:
-        self.database = database
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
         if sql.startswith("LISTEN"):
@@ -175,12 +171,13 @@ def test_where_listen_is_refused_the_waiter_polls(sessions: Callable[[], Postgre
     assert clock.outcomes and set(clock.outcomes) == {None}
 
 
-class RefusingNotify:
+class RefusingNotify(WrappedDatabase):
     """A real session whose NOTIFY at release is refused (a full notification queue: 54000), ``after`` the
     unlock ran or before anything did."""
 
     def __init__(self, database: PostgresDatabase, *, after: bool) -> None:
-        self.database, self.after = database, after
+        super().__init__(database)
+        self.after = after
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
         if "pg_notify" in sql:
@@ -188,15 +185,6 @@ class RefusingNotify:
                 self.database.run(sql, **params)
             raise ServerError("54000", "too many notifications in the NOTIFY queue")
         return self.database.run(sql, **params)
-
-    def wait_for_notification(self, seconds: float) -> bool:
-        return self.database.wait_for_notification(seconds)
-
-    def close(self) -> None:
-        self.database.close()
-
-    def cancel(self) -> None:
-        self.database.cancel()
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["refused-before", "refused-at-commit"])

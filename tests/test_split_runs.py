@@ -20,6 +20,7 @@ from premigrate.adapters.connection import params_from_url
 from premigrate.adapters.postgres import PostgresDatabase, connect
 from premigrate.engine import Engine, MigrationSet, PremigrateError, Settings
 from premigrate.engine.indexes import all_invalid
+from wrapped_database import WrappedDatabase
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 EXAMPLES = int(os.environ.get("PREMIGRATE_PROPERTY_EXAMPLES", "6"))
@@ -69,11 +70,12 @@ def migration_set(steps: list[Step], role: str, fault: tuple[str, int] | None = 
     return MigrationSet.from_files(files)
 
 
-class KillingDatabase:
+class KillingDatabase(WrappedDatabase):
     """A real session that the server terminates just before the first statement containing ``marker``."""
 
     def __init__(self, database: PostgresDatabase, admin_url: str, marker: str) -> None:
-        self.database, self.admin_url, self.marker = database, admin_url, marker
+        super().__init__(database)
+        self.admin_url, self.marker = admin_url, marker
         self.pid = database.run("SELECT pg_backend_pid()")[0][0]
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
@@ -83,15 +85,6 @@ class KillingDatabase:
             admin.run("SELECT pg_terminate_backend(:pid)", pid=self.pid)
             admin.close()
         return self.database.run(sql, **params)
-
-    def close(self) -> None:
-        self.database.close()
-
-    def cancel(self) -> None:
-        self.database.cancel()
-
-    def wait_for_notification(self, seconds: float) -> bool:
-        return self.database.wait_for_notification(seconds)
 
 
 def run(url: str, migrations: MigrationSet, target: str | None = None, kill_at: str = "") -> None:
